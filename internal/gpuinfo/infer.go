@@ -1,0 +1,409 @@
+package gpuinfo
+
+import (
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Label keys other tools set, read as evidence.
+const (
+	LabelGFDProduct       = "nvidia.com/gpu.product"
+	LabelGFDPresent       = "nvidia.com/gpu.present"
+	LabelGFDCount         = "nvidia.com/gpu.count"
+	LabelGKEAccelerator   = "cloud.google.com/gke-accelerator"
+	LabelKarpenterGPUName = "karpenter.k8s.aws/instance-gpu-name"
+	LabelKarpenterGPUMem  = "karpenter.k8s.aws/instance-gpu-memory"
+	LabelKarpenterGPUCnt  = "karpenter.k8s.aws/instance-gpu-count"
+	LabelKarpenterAccName = "karpenter.k8s.aws/instance-accelerator-name"
+	LabelEKSGPUName       = "eks.amazonaws.com/instance-gpu-name"
+	LabelEKSGPUMem        = "eks.amazonaws.com/instance-gpu-memory"
+	LabelEKSGPUCnt        = "eks.amazonaws.com/instance-gpu-count"
+	LabelCoreWeaveClass   = "gpu.nvidia.com/class"
+	LabelAMDProduct       = "amd.com/gpu.product-name"
+	LabelAMDProductBeta   = "beta.amd.com/gpu.product-name"
+	LabelInstanceType     = "node.kubernetes.io/instance-type"
+	LabelInstanceTypeBeta = "beta.kubernetes.io/instance-type"
+)
+
+// Source names the evidence that decided a model. The order of the constants is the order
+// of trust: a device's own report first, the tables last.
+type Source string
+
+const (
+	SourceGFD          Source = "gpu-feature-discovery"
+	SourceGKE          Source = "gke"
+	SourceKarpenter    Source = "karpenter"
+	SourceEKS          Source = "eks-auto-mode"
+	SourceCoreWeave    Source = "coreweave"
+	SourceAMD          Source = "amd-node-labeller"
+	SourceConfig       Source = "config-instance-type"
+	SourceInstanceType Source = "instance-type"
+	SourceCapacity     Source = "capacity"
+)
+
+// GPULabelKeys are the labels of other tools that show a node has an accelerator. The
+// webhook's matchConditions are generated from this list.
+var GPULabelKeys = []string{
+	LabelGFDProduct, LabelGFDPresent, LabelGKEAccelerator, LabelKarpenterGPUName,
+	LabelKarpenterAccName, LabelEKSGPUName, LabelCoreWeaveClass, LabelAMDProduct, LabelAMDProductBeta,
+}
+
+// Resource names in status.capacity that count as accelerators, by exact name or prefix.
+var (
+	gpuResources = []string{"nvidia.com/gpu", "amd.com/gpu"}
+	gpuPrefixes  = []string{"nvidia.com/gpu.", "nvidia.com/mig-", "gpu.intel.com/"}
+	accResources = []string{"habana.ai/gaudi", "google.com/tpu"}
+	accPrefixes  = []string{"aws.amazon.com/neuron"}
+)
+
+// ResourceKind tells whether a capacity resource name is a GPU, another accelerator, or
+// neither ("").
+func ResourceKind(name string) Kind {
+	for _, r := range gpuResources {
+		if name == r {
+			return KindGPU
+		}
+	}
+	for _, p := range gpuPrefixes {
+		if strings.HasPrefix(name, p) {
+			return KindGPU
+		}
+	}
+	for _, r := range accResources {
+		if name == r {
+			return KindAccelerator
+		}
+	}
+	for _, p := range accPrefixes {
+		if strings.HasPrefix(name, p) {
+			return KindAccelerator
+		}
+	}
+	return ""
+}
+
+// Node is what inference reads of a Node.
+type Node struct {
+	Labels   map[string]string
+	Capacity map[string]resource.Quantity
+}
+
+// Evidence is one source's opinion of the model.
+type Evidence struct {
+	Source Source `json:"source"`
+	Key    string `json:"key"`
+	Value  string `json:"value"`
+	Model  string `json:"model"`
+	model  *Model
+}
+
+// Inference is what the knowledge base concludes about a node.
+type Inference struct {
+	// Kind is "gpu", "accelerator" (not a GPU), or "" for a node with no accelerator evidence.
+	Kind Kind
+	// Resource is the capacity resource that showed the device, and Count its quantity.
+	Resource string
+	Count    int64
+	// MIG and Shared say the device plugin reports MIG slices or time-sliced replicas, so
+	// Count is not a number of physical GPUs.
+	MIG, Shared bool
+	// InstanceType is the node's instance type label; ExpectedCount the devices the tables
+	// say it has (0 when unknown or fractional).
+	InstanceType  string
+	ExpectedCount int64
+	// Model is the chosen model, nil when no evidence names one. Derived is set when the model
+	// was made from a product string the tables do not know.
+	Model   *Model
+	Derived bool
+	Source  Source
+	// Evidence lists every opinion found, most trusted first; Conflicts those that disagree
+	// with the chosen model.
+	Evidence  []Evidence
+	Conflicts []Evidence
+}
+
+// GPU says whether the node has a GPU.
+func (in Inference) GPU() bool { return in.Kind == KindGPU }
+
+// Value is the label value for the node's model, "" when the model is unknown.
+func (in Inference) Value() string {
+	if in.Model == nil {
+		return ""
+	}
+	return in.Model.LabelValue()
+}
+
+// Infer reads a node's labels and capacity and says what accelerator it has.
+func (kb *KB) Infer(n Node) Inference {
+	var in Inference
+	in.readCapacity(n.Capacity)
+
+	l := n.Labels
+	if v := l[LabelGFDProduct]; v != "" {
+		product, mig, shared := splitProduct(v)
+		in.MIG = in.MIG || mig
+		in.Shared = in.Shared || shared
+		m, derived := kb.matchProduct(product), false
+		if m == nil {
+			m, derived = deriveModel(product), true
+		}
+		in.add(SourceGFD, LabelGFDProduct, v, m)
+		in.Derived = derived && m != nil
+	}
+	if v := l[LabelGKEAccelerator]; v != "" {
+		in.add(SourceGKE, LabelGKEAccelerator, v, kb.matchGKE(v))
+	}
+	if v := l[LabelKarpenterGPUName]; v != "" {
+		in.add(SourceKarpenter, LabelKarpenterGPUName, v, kb.matchName(v, l[LabelKarpenterGPUMem]))
+	} else if v := l[LabelKarpenterAccName]; v != "" {
+		in.add(SourceKarpenter, LabelKarpenterAccName, v, kb.matchName(v, ""))
+	}
+	if v := l[LabelEKSGPUName]; v != "" {
+		in.add(SourceEKS, LabelEKSGPUName, v, kb.matchName(v, l[LabelEKSGPUMem]))
+	}
+	if v := l[LabelCoreWeaveClass]; v != "" {
+		in.add(SourceCoreWeave, LabelCoreWeaveClass, v, kb.matchProduct(v))
+	}
+	for _, key := range []string{LabelAMDProduct, LabelAMDProductBeta} {
+		if v := l[key]; v != "" {
+			in.add(SourceAMD, key, v, kb.matchProduct(v))
+			break
+		}
+	}
+	in.InstanceType = l[LabelInstanceType]
+	if in.InstanceType == "" {
+		in.InstanceType = l[LabelInstanceTypeBeta]
+	}
+	if it, ok := kb.LookupInstanceType(in.InstanceType); ok {
+		src := SourceInstanceType
+		if it.Cloud == "config" {
+			src = SourceConfig
+		}
+		in.add(src, LabelInstanceType, in.InstanceType, it.Model)
+		in.ExpectedCount = it.ExpectedCount()
+	}
+	if in.ExpectedCount == 0 {
+		in.ExpectedCount = firstCount(l[LabelKarpenterGPUCnt], l[LabelEKSGPUCnt])
+	}
+
+	in.resolve()
+	if in.Kind == "" {
+		switch {
+		case in.Model != nil:
+			in.Kind = in.Model.Kind
+		case l[LabelGFDPresent] == "true" || len(in.Evidence) > 0:
+			in.Kind = KindGPU
+		}
+	}
+	return in
+}
+
+// readCapacity finds the accelerator resources in capacity. GPUs win over other
+// accelerators; among several GPU resources the plain device count wins.
+func (in *Inference) readCapacity(capacity map[string]resource.Quantity) {
+	for name, q := range capacity {
+		kind := ResourceKind(name)
+		if kind == "" || q.Sign() <= 0 {
+			continue
+		}
+		in.MIG = in.MIG || strings.HasPrefix(name, "nvidia.com/mig-")
+		in.Shared = in.Shared || strings.HasSuffix(name, ".shared")
+		if in.Kind == "" || rankResource(kind, name) < rankResource(in.Kind, in.Resource) {
+			in.Kind, in.Resource, in.Count = kind, name, q.Value()
+		}
+	}
+}
+
+// rankResource orders resource names so the choice does not depend on map order.
+func rankResource(kind Kind, name string) string {
+	r := "1"
+	if kind == KindGPU {
+		r = "0"
+	}
+	for _, plain := range gpuResources {
+		if name == plain {
+			return r + "0" + name
+		}
+	}
+	return r + "1" + name
+}
+
+func (in *Inference) add(src Source, key, value string, m *Model) {
+	e := Evidence{Source: src, Key: key, Value: value, model: m}
+	if m != nil {
+		e.Model = m.Name
+	}
+	in.Evidence = append(in.Evidence, e)
+}
+
+// resolve picks the most trusted evidence that names a model, takes a more specific name
+// from evidence about the same chip, and records the rest that disagree.
+func (in *Inference) resolve() {
+	var chosen *Evidence
+	for i := range in.Evidence {
+		e := &in.Evidence[i]
+		if e.model == nil {
+			continue
+		}
+		switch {
+		case chosen == nil:
+			chosen = e
+		case e.model == chosen.model || chosen.model.Refines == e.model.Name:
+		case e.model.Refines == chosen.model.Name:
+			chosen = e
+		default:
+			in.Conflicts = append(in.Conflicts, *e)
+		}
+	}
+	if chosen != nil {
+		in.Model, in.Source = chosen.model, chosen.Source
+		if chosen.Source != SourceGFD {
+			in.Derived = false
+		}
+	}
+}
+
+// splitProduct removes GPU Feature Discovery's MIG and sharing suffixes from a product name.
+func splitProduct(v string) (product string, mig, shared bool) {
+	product = v
+	if i := strings.Index(strings.ToUpper(product), "-MIG-"); i >= 0 {
+		product, mig = product[:i], true
+	}
+	if s, ok := strings.CutSuffix(product, "-SHARED"); ok {
+		product, shared = s, true
+	}
+	return product, mig, shared
+}
+
+// matchProduct finds the model a product string (NVML name, CoreWeave class, AMD product
+// name) names: the first model, in table order, all of whose tokens the string contains.
+func (kb *KB) matchProduct(s string) *Model {
+	toks := tokens(s)
+	for _, m := range kb.models {
+		for _, set := range m.match {
+			if containsAll(toks, set) {
+				return m
+			}
+		}
+	}
+	return nil
+}
+
+// matchGKE reads GKE's accelerator label: a known value, or the model it names once the
+// vendor prefixes are removed.
+func (kb *KB) matchGKE(v string) *Model {
+	v = strings.ToLower(v)
+	if m := kb.byAlias[v]; m != nil {
+		return m
+	}
+	return kb.matchProduct(strings.TrimPrefix(strings.TrimPrefix(v, "nvidia-"), "tesla-"))
+}
+
+// matchName reads a provisioner's model name (Karpenter's a100) and, where the name has
+// memory variants, picks the one whose memory is nearest the provisioner's memory label.
+func (kb *KB) matchName(name, memory string) *Model {
+	key := strings.ToLower(name)
+	m := kb.byAlias[key]
+	if m == nil {
+		m = kb.byName[key]
+	}
+	if m == nil {
+		return kb.matchProduct(name)
+	}
+	mem, err := strconv.ParseInt(memory, 10, 64)
+	if err != nil || mem <= 0 {
+		return m
+	}
+	base := m.VariantOf
+	if base == "" {
+		base = m.Name
+	}
+	best := m
+	for _, v := range kb.variants[strings.ToLower(base)] {
+		if abs(v.MemoryMiB-mem) < abs(best.MemoryMiB-mem) {
+			best = v
+		}
+	}
+	return best
+}
+
+// deriveModel names a GPU the tables do not know the way SkyPilot's labeler does: the
+// product string without its vendor words (NVIDIA-GeForce-RTX-4090 becomes RTX4090).
+func deriveModel(product string) *Model {
+	s := strings.ToUpper(product)
+	for _, cut := range []string{"NVIDIA-", "NVIDIA ", "GEFORCE-", "GEFORCE ", "TESLA-", "TESLA ", "QUADRO-", "QUADRO "} {
+		s = strings.ReplaceAll(s, cut, "")
+	}
+	s = strings.ReplaceAll(strings.ReplaceAll(s, "RTX-", "RTX"), "RTX ", "RTX")
+	name := SanitizeLabelValue(s)
+	if name == "" {
+		return nil
+	}
+	return &Model{Name: name, Vendor: "nvidia", Kind: KindGPU, Source: "derived from the GPU Feature Discovery product name"}
+}
+
+// SanitizeLabelValue turns s into a valid, lowercase label value, or "" when nothing is left.
+func SanitizeLabelValue(s string) string {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'A' && c <= 'Z':
+			b = append(b, c+('a'-'A'))
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '.', c == '_':
+			b = append(b, c)
+		case c == ' ':
+			b = append(b, '-')
+		}
+	}
+	if len(b) > validation.LabelValueMaxLength {
+		b = b[:validation.LabelValueMaxLength]
+	}
+	out := strings.Trim(string(b), "-._")
+	if len(validation.IsValidLabelValue(out)) > 0 {
+		return ""
+	}
+	return out
+}
+
+// tokens splits s into upper-case runs of letters and digits.
+func tokens(s string) []string {
+	return strings.FieldsFunc(strings.ToUpper(s), func(r rune) bool {
+		return (r < 'A' || r > 'Z') && (r < '0' || r > '9')
+	})
+}
+
+func containsAll(have, want []string) bool {
+	for _, w := range want {
+		found := false
+		for _, h := range have {
+			if h == w {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return len(want) > 0
+}
+
+func firstCount(vals ...string) int64 {
+	for _, v := range vals {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
+			return n
+		}
+	}
+	return 0
+}
+
+func abs(x int64) int64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
