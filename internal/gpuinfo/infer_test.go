@@ -34,29 +34,29 @@ func TestInferFromGFDProduct(t *testing.T) {
 		mig, shared bool
 		derived     bool
 	}{
-		"A100 SXM4 40GB is a100":                {product: "NVIDIA-A100-SXM4-40GB", want: "a100"},
-		"A100 SXM4 80GB is a100-80gb":           {product: "NVIDIA-A100-SXM4-80GB", want: "a100-80gb"},
-		"A100 80GB PCIe is a100-80gb":           {product: "NVIDIA-A100-80GB-PCIe", want: "a100-80gb"},
-		"A100 PCIe 40GB is a100":                {product: "NVIDIA-A100-PCIE-40GB", want: "a100"},
-		"V100 SXM2 16GB is v100":                {product: "Tesla-V100-SXM2-16GB", want: "v100"},
-		"V100 SXM2 32GB is v100-32gb":           {product: "Tesla-V100-SXM2-32GB", want: "v100-32gb"},
-		"V100S PCIe is v100-32gb":               {product: "Tesla-V100S-PCIE-32GB", want: "v100-32gb"},
-		"H100 HBM3 is h100":                     {product: "NVIDIA-H100-80GB-HBM3", want: "h100"},
+		"A100 SXM4 40GB is a100":                 {product: "NVIDIA-A100-SXM4-40GB", want: "a100"},
+		"A100 SXM4 80GB is a100-80gb":            {product: "NVIDIA-A100-SXM4-80GB", want: "a100-80gb"},
+		"A100 80GB PCIe is a100-80gb":            {product: "NVIDIA-A100-80GB-PCIe", want: "a100-80gb"},
+		"A100 PCIe 40GB is a100":                 {product: "NVIDIA-A100-PCIE-40GB", want: "a100"},
+		"V100 SXM2 16GB is v100":                 {product: "Tesla-V100-SXM2-16GB", want: "v100"},
+		"V100 SXM2 32GB is v100-32gb":            {product: "Tesla-V100-SXM2-32GB", want: "v100-32gb"},
+		"V100S PCIe is v100-32gb":                {product: "Tesla-V100S-PCIE-32GB", want: "v100-32gb"},
+		"H100 HBM3 is h100":                      {product: "NVIDIA-H100-80GB-HBM3", want: "h100"},
 		"H100 NVL is h100, as SkyPilot names it": {product: "NVIDIA-H100-NVL", want: "h100"},
-		"H100 PCIe is h100":                     {product: "NVIDIA-H100-PCIe", want: "h100"},
-		"H200 is h200 not h100":                 {product: "NVIDIA-H200", want: "h200"},
-		"GH200 is gh200 not h200":               {product: "NVIDIA-GH200-480GB", want: "gh200"},
-		"GB200 is gb200 not b200":               {product: "NVIDIA-GB200", want: "gb200"},
-		"B200 is b200":                          {product: "NVIDIA-B200", want: "b200"},
-		"A10G is a10g not a10":                  {product: "NVIDIA-A10G", want: "a10g"},
-		"A10 is a10":                            {product: "NVIDIA-A10", want: "a10"},
-		"L4 is l4 not l40":                      {product: "NVIDIA-L4", want: "l4"},
-		"L40S is l40s":                          {product: "NVIDIA-L40S", want: "l40s"},
-		"T4 is t4":                              {product: "Tesla-T4", want: "t4"},
-		"T4G on Graviton is t4g":                {product: "NVIDIA-T4G", want: "t4g"},
-		"RTX 6000 Ada is rtx6000-ada":           {product: "NVIDIA-RTX-6000-Ada-Generation", want: "rtx6000-ada"},
-		"RTX A6000 is a6000":                    {product: "NVIDIA-RTX-A6000", want: "a6000"},
-		"RTX PRO 6000 Blackwell is rtxpro6000":  {product: "NVIDIA-RTX-PRO-6000-Blackwell-Server-Edition", want: "rtxpro6000"},
+		"H100 PCIe is h100":                      {product: "NVIDIA-H100-PCIe", want: "h100"},
+		"H200 is h200 not h100":                  {product: "NVIDIA-H200", want: "h200"},
+		"GH200 is gh200 not h200":                {product: "NVIDIA-GH200-480GB", want: "gh200"},
+		"GB200 is gb200 not b200":                {product: "NVIDIA-GB200", want: "gb200"},
+		"B200 is b200":                           {product: "NVIDIA-B200", want: "b200"},
+		"A10G is a10g not a10":                   {product: "NVIDIA-A10G", want: "a10g"},
+		"A10 is a10":                             {product: "NVIDIA-A10", want: "a10"},
+		"L4 is l4 not l40":                       {product: "NVIDIA-L4", want: "l4"},
+		"L40S is l40s":                           {product: "NVIDIA-L40S", want: "l40s"},
+		"T4 is t4":                               {product: "Tesla-T4", want: "t4"},
+		"T4G on Graviton is t4g":                 {product: "NVIDIA-T4G", want: "t4g"},
+		"RTX 6000 Ada is rtx6000-ada":            {product: "NVIDIA-RTX-6000-Ada-Generation", want: "rtx6000-ada"},
+		"RTX A6000 is a6000":                     {product: "NVIDIA-RTX-A6000", want: "a6000"},
+		"RTX PRO 6000 Blackwell is rtxpro6000":   {product: "NVIDIA-RTX-PRO-6000-Blackwell-Server-Edition", want: "rtxpro6000"},
 		"MIG slice keeps the physical model":     {product: "NVIDIA-A100-SXM4-40GB-MIG-1g.5gb", want: "a100", mig: true},
 		"MIG 7g.80gb on 80GB A100":               {product: "NVIDIA-A100-SXM4-80GB-MIG-7g.80gb", want: "a100-80gb", mig: true},
 		"MIG 3g.40gb on H100 stays h100":         {product: "NVIDIA-H100-80GB-HBM3-MIG-3g.40gb", want: "h100", mig: true},
@@ -143,8 +143,8 @@ func TestInferTrustOrderAndConflicts(t *testing.T) {
 		conflicts []string
 	}{
 		"GFD wins over the instance type and the disagreement is reported": {
-			labels:    labels(LabelGFDProduct, "NVIDIA-A100-SXM4-80GB", LabelInstanceType, "p4d.24xlarge"),
-			want:      "a100-80gb", source: SourceGFD, conflicts: []string{"A100"},
+			labels: labels(LabelGFDProduct, "NVIDIA-A100-SXM4-80GB", LabelInstanceType, "p4d.24xlarge"),
+			want:   "a100-80gb", source: SourceGFD, conflicts: []string{"A100"},
 		},
 		"A3 Mega: GFD's H100 and the instance type's H100-MEGA agree, the specific name wins": {
 			labels: labels(LabelGFDProduct, "NVIDIA-H100-80GB-HBM3", LabelInstanceType, "a3-megagpu-8g"),
@@ -265,8 +265,18 @@ func TestConfigRowsWinOverTable(t *testing.T) {
 	if got := Default().Infer(Node{Labels: labels(LabelInstanceType, "p4d.24xlarge")}).Value(); got != "a100" {
 		t.Errorf("the default knowledge base changed: %q", got)
 	}
-	if _, err := Default().WithInstanceTypes([]InstanceTypeRow{{Name: "x", Model: "NoSuchGPU"}}); err == nil {
-		t.Error("unknown model accepted")
+	kb, err = Default().WithInstanceTypes([]InstanceTypeRow{{Name: "lab-box", Model: "RTX5090"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := kb.Infer(Node{Labels: labels(LabelInstanceType, "lab-box")}).Value(); got != "rtx5090" {
+		t.Errorf("a GPU the tables do not know: got %q", got)
+	}
+	if _, ok := Default().Model("RTX5090"); ok {
+		t.Error("a config row changed the default knowledge base")
+	}
+	if _, err := Default().WithInstanceTypes([]InstanceTypeRow{{Name: "x", Model: "not a label!"}}); err == nil {
+		t.Error("an invalid model name was accepted")
 	}
 }
 
@@ -328,9 +338,9 @@ func TestParseRejectsBadTables(t *testing.T) {
 
 func TestSanitizeLabelValue(t *testing.T) {
 	for in, want := range map[string]string{
-		"RTX 4090":             "rtx-4090",
-		"-x-":                  "x",
-		"!!!":                  "",
+		"RTX 4090":              "rtx-4090",
+		"-x-":                   "x",
+		"!!!":                   "",
 		strings.Repeat("a", 80): strings.Repeat("a", 63),
 	} {
 		if got := SanitizeLabelValue(in); got != want {

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	_ "embed"
 	"fmt"
+	"maps"
 	"math"
 	"sort"
 	"strconv"
@@ -212,7 +213,16 @@ func (kb *KB) WithInstanceTypes(rows []InstanceTypeRow) (*KB, error) {
 		if r.Count > 0 {
 			count = strconv.FormatInt(r.Count, 10)
 		}
-		it, err := kb.newInstanceType("config", r.Name, r.Model, count, "", "webhook config")
+		if _, known := kb.Model(r.Model); !known {
+			// A GPU the tables do not know: the user names it, so it needs only a valid value.
+			m := &Model{Name: r.Model, Kind: KindGPU, MemoryMiB: 1, Source: "webhook config"}
+			if msgs := validation.IsValidLabelValue(m.LabelValue()); len(msgs) > 0 || m.Name == "" {
+				return nil, fmt.Errorf("instance type %q: %q is not a known GPU nor a valid label value", r.Name, r.Model)
+			}
+			out.byName = maps.Clone(out.byName)
+			out.byName[strings.ToLower(m.Name)] = m
+		}
+		it, err := out.newInstanceType("config", r.Name, r.Model, count, "", "webhook config")
 		if err != nil {
 			return nil, err
 		}

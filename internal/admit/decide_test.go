@@ -1,0 +1,188 @@
+package admit
+
+import (
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
+)
+
+func mustConfig(t *testing.T, data map[string]string) *Config {
+	t.Helper()
+	c, err := ParseConfig(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func gpuNode(labels map[string]string, gpus string) gpuinfo.Node {
+	n := gpuinfo.Node{Labels: labels}
+	if gpus != "" {
+		n.Capacity = map[string]resource.Quantity{"nvidia.com/gpu": resource.MustParse(gpus), "cpu": resource.MustParse("96")}
+	}
+	return n
+}
+
+func TestDecide(t *testing.T) {
+	const key = DefaultLabelKey
+	on := map[string]string{KeyAutoLabel: "true"}
+	onOverwrite := map[string]string{KeyAutoLabel: "true", KeyOverwrite: "true"}
+	tests := map[string]struct {
+		config    map[string]string
+		node      gpuinfo.Node
+		mayMutate bool
+		action    Action
+		value     string
+		replace   bool
+		reasons   []Reason
+	}{
+		"ignores nodes without GPU evidence": {
+			config: on, node: gpuNode(map[string]string{gpuinfo.LabelInstanceType: "m5.large"}, ""), mayMutate: true,
+			action: ActionNone,
+		},
+		"ignores non-GPU accelerators": {
+			config: on, node: gpuNode(map[string]string{gpuinfo.LabelInstanceType: "trn1.32xlarge"}, ""), mayMutate: true,
+			action: ActionNone,
+		},
+		"warns about an unlabeled GPU node by default": {
+			node: gpuNode(map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge"}, ""), mayMutate: true,
+			action: ActionWarn, value: "a100", reasons: []Reason{ReasonLabelMissing, ReasonLabelMissing},
+		},
+		"labels an unlabeled GPU node when opted in": {
+			config: on, node: gpuNode(map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge"}, ""), mayMutate: true,
+			action: ActionLabel, value: "a100", reasons: []Reason{ReasonLabeled},
+		},
+		"audit mode only warns even when opted in": {
+			config: on, node: gpuNode(map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge"}, ""), mayMutate: false,
+			action: ActionWarn, value: "a100", reasons: []Reason{ReasonLabelMissing, ReasonLabelMissing},
+		},
+		"node outside the selector is warned, not labeled": {
+			config:    map[string]string{KeyAutoLabel: "true", KeyNodeSelector: "eks.amazonaws.com/nodegroup in (gpu-a,gpu-b)"},
+			node:      gpuNode(map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge", "eks.amazonaws.com/nodegroup": "other"}, ""),
+			mayMutate: true, action: ActionWarn, value: "a100", reasons: []Reason{ReasonLabelMissing, ReasonLabelMissing},
+		},
+		"node inside the selector is labeled": {
+			config:    map[string]string{KeyAutoLabel: "true", KeyNodeSelector: "eks.amazonaws.com/nodegroup in (gpu-a,gpu-b)"},
+			node:      gpuNode(map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge", "eks.amazonaws.com/nodegroup": "gpu-b"}, ""),
+			mayMutate: true, action: ActionLabel, value: "a100", reasons: []Reason{ReasonLabeled},
+		},
+		"consistent label: nothing to say": {
+			config: on, node: gpuNode(map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge", key: "a100"}, "8"), mayMutate: true,
+			action: ActionNone, value: "a100",
+		},
+		"unknown model is warned with what was seen": {
+			config: on, node: gpuNode(map[string]string{gpuinfo.LabelInstanceType: "my-box"}, "8"), mayMutate: true,
+			action: ActionWarn, reasons: []Reason{ReasonModelUnknown},
+		},
+		"a label the admin set on an unknown model is left alone": {
+			config: onOverwrite, node: gpuNode(map[string]string{key: "rtx4090"}, "2"), mayMutate: true,
+			action: ActionNone,
+		},
+		"wrong label is warned without overwrite": {
+			config: on, node: gpuNode(map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge", key: "v100"}, ""), mayMutate: true,
+			action: ActionWarn, value: "a100", reasons: []Reason{ReasonLabelMismatch},
+		},
+		"wrong label is corrected with overwrite": {
+			config: onOverwrite, node: gpuNode(map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge", key: "v100"}, ""), mayMutate: true,
+			action: ActionLabel, value: "a100", replace: true, reasons: []Reason{ReasonLabeled},
+		},
+		"uppercase label is invalid": {
+			config: on, node: gpuNode(map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge", key: "A100"}, ""), mayMutate: true,
+			action: ActionWarn, value: "a100", reasons: []Reason{ReasonLabelInvalid},
+		},
+		"uppercase label is corrected with overwrite": {
+			config: onOverwrite, node: gpuNode(map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge", key: "A100"}, ""), mayMutate: true,
+			action: ActionLabel, value: "a100", replace: true, reasons: []Reason{ReasonLabeled},
+		},
+		"audit mode never corrects": {
+			config: onOverwrite, node: gpuNode(map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge", key: "v100"}, ""), mayMutate: false,
+			action: ActionWarn, value: "a100", reasons: []Reason{ReasonLabelMismatch},
+		},
+		"fewer GPUs than the instance type has": {
+			config: on, node: gpuNode(map[string]string{gpuinfo.LabelInstanceType: "p5.48xlarge", key: "h100"}, "7"), mayMutate: true,
+			action: ActionWarn, value: "h100", reasons: []Reason{ReasonGPUCountMismatch},
+		},
+		"disagreeing sources are reported, the most trusted is used": {
+			config: on, node: gpuNode(map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge", gpuinfo.LabelGFDProduct: "NVIDIA-A100-SXM4-80GB"}, "8"), mayMutate: true,
+			action: ActionLabel, value: "a100-80gb", reasons: []Reason{ReasonLabeled, ReasonEvidenceConflict},
+		},
+		"custom label key": {
+			config: map[string]string{KeyAutoLabel: "true", KeyLabelKey: "example.com/gpu"}, node: gpuNode(map[string]string{gpuinfo.LabelGKEAccelerator: "nvidia-l4", key: "l4"}, "1"), mayMutate: true,
+			action: ActionLabel, value: "l4", reasons: []Reason{ReasonLabeled},
+		},
+		"config instance types name GPUs the tables lack": {
+			config: map[string]string{KeyAutoLabel: "true", KeyInstanceTypes: "lab-box: {gpu: RTX4090, count: 4}"}, node: gpuNode(map[string]string{gpuinfo.LabelInstanceType: "lab-box"}, "3"), mayMutate: true,
+			action: ActionLabel, value: "rtx4090", reasons: []Reason{ReasonLabeled, ReasonGPUCountMismatch},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			d := Decide(mustConfig(t, tc.config), "node-1", tc.node, tc.mayMutate)
+			if d.Action != tc.action || d.Value != tc.value || d.Replace != tc.replace {
+				t.Errorf("action=%s value=%q replace=%v, want %s %q %v", d.Action, d.Value, d.Replace, tc.action, tc.value, tc.replace)
+			}
+			var reasons []Reason
+			for _, f := range d.Findings {
+				reasons = append(reasons, f.Reason)
+				if len(f.Message) > 256 || strings.HasPrefix(strings.ToLower(f.Message), "warning") {
+					t.Errorf("message breaks the warning rules: %q", f.Message)
+				}
+			}
+			if strings.Join(reasonStrings(reasons), ",") != strings.Join(reasonStrings(tc.reasons), ",") {
+				t.Errorf("reasons = %v, want %v", reasons, tc.reasons)
+			}
+		})
+	}
+}
+
+func reasonStrings(rs []Reason) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = string(r)
+	}
+	return out
+}
+
+func TestDecideWarningNamesTheFix(t *testing.T) {
+	d := Decide(DefaultConfig(), "ip-10-0-12-34.ec2.internal", gpuNode(map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge"}, "8"), true)
+	w := d.Warnings()
+	if len(w) != 2 {
+		t.Fatalf("warnings: %q", w)
+	}
+	for _, want := range []string{"ip-10-0-12-34.ec2.internal", "nvidia.com/gpu: 8", "node.kubernetes.io/instance-type=p4d.24xlarge", "kubectl label node ip-10-0-12-34.ec2.internal skypilot.co/accelerator=a100"} {
+		if !strings.Contains(w[0], want) {
+			t.Errorf("warning %q lacks %q", w[0], want)
+		}
+	}
+	if !strings.Contains(w[1], `kubectl -n gpu-label-webhook patch configmap gpu-label-webhook --type merge -p '{"data":{"autoLabel":"true"}}'`) {
+		t.Errorf("opt-in hint: %q", w[1])
+	}
+}
+
+func TestDecideLongNodeNameStaysUnderTheWarningLimit(t *testing.T) {
+	name := strings.Repeat("n", 253)
+	d := Decide(DefaultConfig(), name, gpuNode(map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge"}, "8"), true)
+	for _, w := range d.Warnings() {
+		if len(w) > 256 {
+			t.Errorf("%d bytes: %q", len(w), w)
+		}
+	}
+}
+
+// Reinvocation, and another webhook running after ours, must not make the label flap: the
+// node as patched is left alone.
+func TestDecideIsIdempotent(t *testing.T) {
+	cfg := mustConfig(t, map[string]string{KeyAutoLabel: "true", KeyOverwrite: "true"})
+	labels := map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge", DefaultLabelKey: "V100"}
+	d := Decide(cfg, "n", gpuNode(labels, ""), true)
+	if d.Action != ActionLabel {
+		t.Fatalf("first pass: %s", d.Action)
+	}
+	labels[DefaultLabelKey] = d.Value
+	if d2 := Decide(cfg, "n", gpuNode(labels, ""), true); d2.Action != ActionNone {
+		t.Errorf("second pass: %s %v", d2.Action, d2.Findings)
+	}
+}

@@ -1,0 +1,86 @@
+package admit
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// EventPoster writes one Event; the server's posts it through the API.
+type EventPoster func(ctx context.Context, node string, f Finding) error
+
+// Events publishes findings as Events off the admission path: Emit never blocks; a full queue
+// drops (and counts) the event; one event per node and reason per window at most.
+type Events struct {
+	post    EventPoster
+	window  time.Duration
+	metrics *Metrics
+	queue   chan pendingEvent
+	now     func() time.Time
+
+	mu   sync.Mutex
+	last map[eventKey]time.Time
+}
+
+type eventKey struct {
+	node   string
+	reason Reason
+}
+
+type pendingEvent struct {
+	node string
+	f    Finding
+}
+
+// maxTracked bounds the rate limiter's memory; past it, entries older than the window go.
+const maxTracked = 50000
+
+// NewEvents makes an event publisher with a queue of size queueLen.
+func NewEvents(post EventPoster, window time.Duration, queueLen int, m *Metrics) *Events {
+	return &Events{post: post, window: window, metrics: m, queue: make(chan pendingEvent, queueLen), now: time.Now, last: map[eventKey]time.Time{}}
+}
+
+// Emit queues an event unless one with the same node and reason went out within the window.
+func (e *Events) Emit(node string, f Finding) {
+	now := e.now()
+	k := eventKey{node, f.Reason}
+	e.mu.Lock()
+	if t, ok := e.last[k]; ok && now.Sub(t) < e.window {
+		e.mu.Unlock()
+		e.metrics.Event("rate_limited")
+		return
+	}
+	if len(e.last) >= maxTracked {
+		for key, t := range e.last {
+			if now.Sub(t) >= e.window {
+				delete(e.last, key)
+			}
+		}
+	}
+	e.last[k] = now
+	e.mu.Unlock()
+	select {
+	case e.queue <- pendingEvent{node, f}:
+	default:
+		e.metrics.Event("dropped")
+	}
+}
+
+// Run posts queued events until ctx ends.
+func (e *Events) Run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case p := <-e.queue:
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := e.post(pctx, p.node, p.f)
+			cancel()
+			if err != nil {
+				e.metrics.Event("failed")
+			} else {
+				e.metrics.Event("emitted")
+			}
+		}
+	}
+}

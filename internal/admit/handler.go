@@ -1,0 +1,169 @@
+package admit
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	"gomodules.xyz/jsonpatch/v2"
+	admissionv1 "k8s.io/api/admission/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
+)
+
+// Paths the two webhooks are served on.
+const (
+	PathMutate   = "/mutate-v1-node"
+	PathValidate = "/validate-v1-node"
+)
+
+// Outcomes of a request, as counted by the requests metric.
+const (
+	OutcomeLabeled = "labeled"
+	OutcomeWarned  = "warned"
+	OutcomeNone    = "none"
+	OutcomeError   = "error"
+)
+
+// ConfigStore holds the config in force. A bad config never replaces a good one: it is kept
+// as an error to report until a good one arrives.
+type ConfigStore struct {
+	p atomic.Pointer[configState]
+}
+
+type configState struct {
+	cfg *Config
+	err error
+}
+
+// Load returns the config in force (the defaults until one is set) and the error of the last
+// config that was rejected, if it is newer than the one in force.
+func (s *ConfigStore) Load() (*Config, error) {
+	if st := s.p.Load(); st != nil {
+		return st.cfg, st.err
+	}
+	return DefaultConfig(), nil
+}
+
+// Ready says a config, good or bad, has been read at least once.
+func (s *ConfigStore) Ready() bool { return s.p.Load() != nil }
+
+// Set puts a good config in force.
+func (s *ConfigStore) Set(cfg *Config) { s.p.Store(&configState{cfg: cfg}) }
+
+// Reject records a bad config; the last good one stays in force.
+func (s *ConfigStore) Reject(err error) {
+	cfg, _ := s.Load()
+	s.p.Store(&configState{cfg: cfg, err: err})
+}
+
+// EventSink receives what the webhook has to say about a node, to publish as an Event.
+// It must not block.
+type EventSink interface {
+	Emit(node string, f Finding)
+}
+
+// Handler answers Node admission requests. With Mutate it labels nodes when the config opts
+// in; without it is the warn-only audit webhook. It always allows.
+type Handler struct {
+	Config  *ConfigStore
+	Mutate  bool
+	Events  EventSink // optional
+	Metrics *Metrics  // optional
+}
+
+var _ admission.Handler = (*Handler)(nil)
+
+// nodeFields is the part of a Node the decision reads; decoding only this keeps the cost of a
+// 15 KB node with images and conditions low.
+type nodeFields struct {
+	Metadata struct {
+		Name   string            `json:"name"`
+		Labels map[string]string `json:"labels"`
+	} `json:"metadata"`
+	Status struct {
+		Capacity map[string]resource.Quantity `json:"capacity"`
+	} `json:"status"`
+}
+
+// Handle implements admission.Handler.
+func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Response {
+	resp, outcome := h.handle(&req.AdmissionRequest)
+	h.Metrics.request(h.endpoint(), string(req.Operation), outcome)
+	return resp
+}
+
+func (h *Handler) endpoint() string {
+	if h.Mutate {
+		return "mutate"
+	}
+	return "validate"
+}
+
+func (h *Handler) handle(req *admissionv1.AdmissionRequest) (admission.Response, string) {
+	resp := admission.Allowed("")
+	cfg, cfgErr := h.Config.Load()
+	if cfgErr != nil {
+		resp.Warnings = append(resp.Warnings, truncate(fmt.Sprintf("gpu-label-webhook: config %s is invalid, the last good config stays in force: %v", cfg.Origin, cfgErr), maxWarning))
+	}
+	if req.Kind.Kind != "Node" || req.Resource.Resource != "nodes" {
+		resp.Warnings = append(resp.Warnings, fmt.Sprintf("gpu-label-webhook: ignored a %s %s; it only reads Nodes", req.Kind.Kind, req.Resource.Resource))
+		return resp, OutcomeError
+	}
+	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
+		return resp, OutcomeNone
+	}
+	if len(req.Object.Raw) == 0 {
+		resp.Warnings = append(resp.Warnings, "gpu-label-webhook: the request carries no object; node left unchanged")
+		return resp, OutcomeError
+	}
+	var n nodeFields
+	if err := json.Unmarshal(req.Object.Raw, &n); err != nil {
+		resp.Warnings = append(resp.Warnings, truncate("gpu-label-webhook: could not read the node, left unchanged: "+err.Error(), maxWarning))
+		return resp, OutcomeError
+	}
+	name := n.Metadata.Name
+	if name == "" {
+		name = req.Name
+	}
+	d := Decide(cfg, name, gpuinfo.Node{Labels: n.Metadata.Labels, Capacity: n.Status.Capacity}, h.Mutate)
+	resp.Warnings = append(resp.Warnings, d.Warnings()...)
+	if d.Action == ActionLabel {
+		resp.Patches = []jsonpatch.Operation{labelPatch(cfg.LabelKey, d.Value, n.Metadata.Labels != nil, d.Replace)}
+	}
+	for _, f := range d.Findings {
+		h.Metrics.finding(f.Reason)
+		if h.Events != nil && cfg.Events && (req.DryRun == nil || !*req.DryRun) {
+			h.Events.Emit(name, f)
+		}
+	}
+	switch d.Action {
+	case ActionLabel:
+		return resp, OutcomeLabeled
+	case ActionWarn:
+		return resp, OutcomeWarned
+	}
+	return resp, OutcomeNone
+}
+
+// labelPatch sets one label: it adds the key, replaces a wrong value, or creates
+// metadata.labels when the node has none.
+func labelPatch(key, value string, haveLabels, replace bool) jsonpatch.Operation {
+	if !haveLabels {
+		return jsonpatch.NewOperation("add", "/metadata/labels", map[string]string{key: value})
+	}
+	op := "add"
+	if replace {
+		op = "replace"
+	}
+	return jsonpatch.NewOperation(op, "/metadata/labels/"+escapeJSONPointer(key), value)
+}
+
+// escapeJSONPointer escapes a key for a JSON pointer (RFC 6901): ~ as ~0, / as ~1.
+func escapeJSONPointer(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
+}
