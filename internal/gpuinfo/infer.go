@@ -407,3 +407,7 @@ func abs(x int64) int64 {
 	}
 	return x
 }
+
+// GPUResourceNames and GPUResourcePrefixes list the capacity names that count as GPUs.
+func GPUResourceNames() []string    { return append([]string(nil), gpuResources...) }
+func GPUResourcePrefixes() []string { return append([]string(nil), gpuPrefixes...) }

@@ -1,0 +1,220 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/manifests"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/report"
+)
+
+// clusterFlags are shared by check and label.
+type clusterFlags struct {
+	kubeconfig, context, namespace, configName, configFile, selector, output string
+}
+
+func (f *clusterFlags) bind(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: KUBECONFIG, ~/.kube/config, in-cluster)")
+	fl.StringVar(&f.context, "context", "", "kubeconfig context to use")
+	fl.StringVarP(&f.namespace, "namespace", "n", admit.DefaultNamespace, "the webhook's namespace, where its ConfigMap is")
+	fl.StringVar(&f.configName, "config-name", admit.DefaultConfigName, "name of the webhook's ConfigMap")
+	fl.StringVar(&f.configFile, "config", "", "read the config from this ConfigMap manifest instead of the cluster")
+	fl.StringVarP(&f.selector, "selector", "l", "", "only nodes matching this label selector")
+	fl.StringVarP(&f.output, "output", "o", "table", "table, json or yaml")
+}
+
+// clusterNodes connects, reads the config and lists the nodes, page by page.
+func (f *clusterFlags) clusterNodes(ctx context.Context, progress io.Writer) (kubernetes.Interface, *admit.Config, string, []corev1.Node, error) {
+	rc, err := restConfig(f.kubeconfig, f.context)
+	if err != nil {
+		return nil, nil, "", nil, withCode(ExitError, err)
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, "", nil, withCode(ExitError, err)
+	}
+	cfg, note, err := f.config(ctx, cs)
+	if err != nil {
+		return nil, nil, "", nil, withCode(ExitError, err)
+	}
+	var nodes []corev1.Node
+	opts := metav1.ListOptions{LabelSelector: f.selector, Limit: 500}
+	for {
+		list, err := cs.CoreV1().Nodes().List(ctx, opts)
+		if err != nil {
+			return nil, nil, "", nil, withCode(ExitError, apiError("listing nodes", err))
+		}
+		nodes = append(nodes, list.Items...)
+		if list.Continue == "" {
+			break
+		}
+		opts.Continue = list.Continue
+		if progress != nil {
+			fmt.Fprintf(progress, "listed %d nodes...\n", len(nodes))
+		}
+	}
+	return cs, cfg, note, nodes, nil
+}
+
+// config reads the webhook's ConfigMap, or the file given; without permission to read it the
+// defaults apply and the note says so.
+func (f *clusterFlags) config(ctx context.Context, cs kubernetes.Interface) (*admit.Config, string, error) {
+	if f.configFile != "" {
+		cfg, err := loadConfigFile(f.configFile)
+		return cfg, "", err
+	}
+	cm, err := cs.CoreV1().ConfigMaps(f.namespace).Get(ctx, f.configName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		cfg := admit.DefaultConfig()
+		cfg.Origin = f.namespace + "/" + f.configName
+		return cfg, fmt.Sprintf("config %s/%s not found: defaults (warn only)", f.namespace, f.configName), nil
+	case err != nil:
+		cfg := admit.DefaultConfig()
+		cfg.Origin = f.namespace + "/" + f.configName
+		return cfg, fmt.Sprintf("could not read config %s/%s (%v): defaults used", f.namespace, f.configName, err), nil
+	}
+	cfg, err := admit.ParseConfig(cm.Data)
+	if err != nil {
+		return nil, "", fmt.Errorf("config %s/%s is invalid (the webhook keeps its last good config): %w", f.namespace, f.configName, err)
+	}
+	cfg.Origin = f.namespace + "/" + f.configName
+	return cfg, "", nil
+}
+
+func apiError(what string, err error) error {
+	if apierrors.IsForbidden(err) {
+		return fmt.Errorf("%s: permission denied: %w", what, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func newCheckCommand(s streams) *cobra.Command {
+	var f clusterFlags
+	var failOnFindings bool
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Report GPU nodes that lack the accelerator label, and whether the webhook is installed",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			cs, cfg, note, nodes, err := f.clusterNodes(ctx, s.err)
+			if err != nil {
+				return err
+			}
+			records := make([]report.Node, 0, len(nodes))
+			fixable, findings := 0, 0
+			for i := range nodes {
+				d, r := report.Decide(cfg, &nodes[i], false)
+				if len(d.Warnings()) > 0 {
+					findings++
+				}
+				if d.Value != "" && (!d.HasLabel || cfg.Overwrite) && len(d.Warnings()) > 0 {
+					fixable++
+				}
+				if r.GPU || f.output != "table" {
+					records = append(records, r)
+				}
+			}
+			if err := report.Write(s.out, f.output, records); err != nil {
+				return withCode(ExitError, err)
+			}
+			if f.output == "table" {
+				gpus := 0
+				for _, r := range records {
+					if r.GPU {
+						gpus++
+					}
+				}
+				fmt.Fprintf(s.out, "\n%d nodes, %d with GPUs, %d with findings.", len(nodes), gpus, findings)
+				if note != "" {
+					fmt.Fprintf(s.out, " Note: %s.", note)
+				}
+				if fixable > 0 {
+					fmt.Fprintf(s.out, " Fix the %d that can be fixed: webhook label", fixable)
+					if f.selector != "" {
+						fmt.Fprintf(s.out, " -l '%s'", f.selector)
+					}
+					fmt.Fprintf(s.out, ". Label future nodes as they join: kubectl -n %s patch configmap %s --type merge -p '{\"data\":{\"autoLabel\":\"true\"}}'.", f.namespace, f.configName)
+				}
+				fmt.Fprintln(s.out)
+				fmt.Fprintln(s.out, webhookStatus(ctx, cs, f.namespace))
+			}
+			if failOnFindings && findings > 0 {
+				return withCode(ExitFindings, errors.New(""))
+			}
+			return nil
+		},
+	}
+	f.bind(cmd)
+	cmd.Flags().BoolVar(&failOnFindings, "fail-on-findings", false, "exit 1 when any GPU node has a finding")
+	return cmd
+}
+
+// webhookStatus says whether new nodes would be labeled: the webhook configurations exist,
+// carry a CA bundle, and the Service has ready endpoints.
+func webhookStatus(ctx context.Context, cs kubernetes.Interface, namespace string) string {
+	reg := cs.AdmissionregistrationV1()
+	var parts []string
+	if m, err := reg.MutatingWebhookConfigurations().Get(ctx, manifests.MutatingName, metav1.GetOptions{}); err == nil {
+		parts = append(parts, "mutating webhook installed"+caNote(len(m.Webhooks) > 0 && len(m.Webhooks[0].ClientConfig.CABundle) > 0))
+	} else {
+		parts = append(parts, "mutating webhook not installed ("+reason(err)+")")
+	}
+	if v, err := reg.ValidatingWebhookConfigurations().Get(ctx, manifests.AuditName, metav1.GetOptions{}); err == nil {
+		parts = append(parts, "audit webhook installed"+caNote(len(v.Webhooks) > 0 && len(v.Webhooks[0].ClientConfig.CABundle) > 0))
+	}
+	slices, err := cs.DiscoveryV1().EndpointSlices(namespace).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + manifests.Name})
+	if err != nil {
+		parts = append(parts, "service endpoints unknown ("+reason(err)+")")
+	} else {
+		ready := 0
+		for _, s := range slices.Items {
+			for _, e := range s.Endpoints {
+				if e.Conditions.Ready != nil && *e.Conditions.Ready {
+					ready++
+				}
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%d ready endpoints", ready))
+	}
+	return "Webhook: " + joinComma(parts)
+}
+
+func caNote(ok bool) string {
+	if ok {
+		return ", caBundle set"
+	}
+	return ", caBundle EMPTY (the apiserver cannot call it)"
+}
+
+func reason(err error) string {
+	switch {
+	case apierrors.IsNotFound(err):
+		return "not found"
+	case apierrors.IsForbidden(err):
+		return "no permission to read"
+	}
+	return err.Error()
+}
+
+func joinComma(parts []string) string {
+	out := ""
+	for i, p := range parts {
+		if i > 0 {
+			out += "; "
+		}
+		out += p
+	}
+	return out
+}

@@ -1,0 +1,151 @@
+package app
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/configsrc"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/report"
+)
+
+func newExplainCommand(s streams) *cobra.Command {
+	var file, configFile, output string
+	cmd := &cobra.Command{
+		Use:   "explain -f FILE",
+		Short: "Say what the webhook would do with the nodes in a file (kubectl get nodes -o yaml)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "table" && output != "json" {
+				return withCode(ExitError, fmt.Errorf("-o %q: want table or json", output))
+			}
+			cfg, err := loadConfigFile(configFile)
+			if err != nil {
+				return withCode(ExitError, err)
+			}
+			in := s.in
+			if file != "-" {
+				f, err := os.Open(file)
+				if err != nil {
+					return withCode(ExitError, err)
+				}
+				defer f.Close()
+				in = f
+			}
+			nodes, readErr := ReadNodes(in)
+			records := make([]report.Node, 0, len(nodes))
+			for i := range nodes {
+				_, r := report.Decide(cfg, &nodes[i], true)
+				records = append(records, r)
+			}
+			if err := report.Write(s.out, output, records); err != nil {
+				return withCode(ExitError, err)
+			}
+			if readErr != nil {
+				return withCode(ExitFindings, readErr)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "filename", "f", "", "file of Node manifests: one Node, several documents, or a v1 List; - for standard input")
+	cmd.Flags().StringVar(&configFile, "config", "", "the webhook's ConfigMap manifest (default: warn only, label key "+admit.DefaultLabelKey+")")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	_ = cmd.MarkFlagRequired("filename")
+	return cmd
+}
+
+// loadConfigFile reads a ConfigMap manifest, or returns the defaults for "".
+func loadConfigFile(path string) (*admit.Config, error) {
+	if path == "" {
+		return admit.DefaultConfig(), nil
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	data, err := configsrc.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--config %s: %w", path, err)
+	}
+	cfg, err := admit.ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("--config %s: %w", path, err)
+	}
+	cfg.Origin = path
+	return cfg, nil
+}
+
+// ReadNodes reads every Node in a stream of YAML or JSON documents, each a Node or a List of
+// Nodes. Nodes are returned even when some documents are bad; the error names each bad one.
+func ReadNodes(r io.Reader) ([]corev1.Node, error) {
+	dec := utilyaml.NewYAMLOrJSONDecoder(r, 4096)
+	var nodes []corev1.Node
+	var errs []error
+	for doc := 1; ; doc++ {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			errs = append(errs, fmt.Errorf("document %d: not YAML or JSON: %w", doc, err))
+			break // the stream cannot be resynchronised after a syntax error
+		}
+		if len(raw) == 0 || string(raw) == "null" {
+			continue
+		}
+		var head struct {
+			Kind  string            `json:"kind"`
+			Items []json.RawMessage `json:"items"`
+		}
+		if err := json.Unmarshal(raw, &head); err != nil {
+			errs = append(errs, fmt.Errorf("document %d: not an object: %w", doc, err))
+			continue
+		}
+		switch head.Kind {
+		case "Node":
+			n, err := decodeNode(raw)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("document %d: %w", doc, err))
+				continue
+			}
+			nodes = append(nodes, n)
+		case "List", "NodeList":
+			for i, item := range head.Items {
+				var k struct {
+					Kind string `json:"kind"`
+				}
+				_ = json.Unmarshal(item, &k)
+				if k.Kind != "Node" && !(k.Kind == "" && head.Kind == "NodeList") {
+					errs = append(errs, fmt.Errorf("document %d, item %d: kind %q is not a Node", doc, i, k.Kind))
+					continue
+				}
+				n, err := decodeNode(item)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("document %d, item %d: %w", doc, i, err))
+					continue
+				}
+				nodes = append(nodes, n)
+			}
+		default:
+			errs = append(errs, fmt.Errorf("document %d: kind %q is not a Node or a List of Nodes", doc, head.Kind))
+		}
+	}
+	return nodes, errors.Join(errs...)
+}
+
+func decodeNode(raw []byte) (corev1.Node, error) {
+	var n corev1.Node
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return n, fmt.Errorf("not a valid Node: %w", err)
+	}
+	if n.Name == "" {
+		return n, errors.New("Node has no metadata.name")
+	}
+	return n, nil
+}

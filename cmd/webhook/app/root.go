@@ -1,0 +1,70 @@
+// Package app holds the webhook's commands; main only sets up signals and calls Main.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes.
+const (
+	ExitOK       = 0
+	ExitFindings = 1 // bad input to explain, findings under --fail-on-findings, a node label failed
+	ExitError    = 2 // no cluster, no permission, bad flags
+)
+
+// exitError carries an exit code out of a command.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func withCode(code int, err error) error { return &exitError{code: code, err: err} }
+
+// streams are the command's standard streams, injected so commands are testable.
+type streams struct {
+	in       io.Reader
+	out, err io.Writer
+}
+
+// Main runs the command line and returns the exit code.
+func Main(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int {
+	cmd := NewRootCommand(streams{in, out, errOut})
+	cmd.SetArgs(args)
+	cmd.SetIn(in)
+	cmd.SetOut(out)
+	cmd.SetErr(errOut)
+	err := cmd.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err.Error() != "" {
+			fmt.Fprintln(errOut, "error:", ee.err)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(errOut, "error:", err)
+	return ExitError
+}
+
+// NewRootCommand builds the webhook command and its subcommands.
+func NewRootCommand(s streams) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "webhook",
+		Short:         "Labels GPU nodes with their accelerator model as they join, or says how to",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newExplainCommand(s), newServeCommand(s), newCheckCommand(s), newLabelCommand(s),
+		newCertsCommand(s), newManifestsCommand(s))
+	return root
+}

@@ -1,0 +1,156 @@
+package manifests
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/ext"
+	"sigs.k8s.io/yaml"
+
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
+)
+
+// The checked-in manifests are what the generator writes.
+func TestManifestsUpToDate(t *testing.T) {
+	files, err := Files()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range files {
+		got, err := os.ReadFile(filepath.Join("..", "..", "manifests", path))
+		if err != nil {
+			t.Errorf("%s: %v (run make manifests)", path, err)
+			continue
+		}
+		if string(got) != string(want) {
+			t.Errorf("manifests/%s differs from the generator: run make manifests", path)
+		}
+	}
+}
+
+// compile builds the match conditions with the variables the apiserver gives them.
+func compile(t *testing.T, exprs ...string) []cel.Program {
+	t.Helper()
+	env, err := cel.NewEnv(ext.Strings(),
+		cel.Variable("object", cel.DynType), cel.Variable("oldObject", cel.DynType), cel.Variable("request", cel.DynType))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []cel.Program
+	for _, e := range exprs {
+		ast, iss := env.Compile(e)
+		if iss.Err() != nil {
+			t.Fatalf("compile %q: %v", e[:min(80, len(e))], iss.Err())
+		}
+		p, err := env.Program(ast)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func node(y string) map[string]any {
+	var m map[string]any
+	if err := yaml.Unmarshal([]byte(y), &m); err != nil {
+		panic(err)
+	}
+	return m
+}
+
+func eval(t *testing.T, p cel.Program, obj, old map[string]any, op string) bool {
+	t.Helper()
+	var oldV any
+	if old != nil {
+		oldV = old
+	}
+	out, _, err := p.Eval(map[string]any{"object": obj, "oldObject": oldV, "request": map[string]any{"operation": op}})
+	if err != nil {
+		t.Fatalf("eval: %v", err)
+	}
+	return out.Value().(bool)
+}
+
+func TestGPUEvidenceCondition(t *testing.T) {
+	p := compile(t, GPUEvidenceExpression())[0]
+	for _, it := range gpuinfo.Default().InstanceTypes() {
+		if it.Model.Kind != gpuinfo.KindGPU {
+			continue
+		}
+		if !eval(t, p, node("metadata: {labels: {node.kubernetes.io/instance-type: "+it.Name+"}}"), nil, "CREATE") {
+			t.Errorf("GPU instance type %s does not pass", it.Name)
+		}
+	}
+	yes := map[string]string{
+		"GPU capacity":           "metadata: {name: n}\nstatus: {capacity: {nvidia.com/gpu: '8'}}",
+		"MIG capacity":           "metadata: {name: n}\nstatus: {capacity: {nvidia.com/mig-1g.5gb: '7'}}",
+		"AMD capacity":           "metadata: {name: n}\nstatus: {capacity: {amd.com/gpu: '1'}}",
+		"GFD label":              "metadata: {labels: {nvidia.com/gpu.product: NVIDIA-A100-SXM4-80GB}}",
+		"GKE label":              "metadata: {labels: {cloud.google.com/gke-accelerator: nvidia-l4}}",
+		"beta instance type":     "metadata: {labels: {beta.kubernetes.io/instance-type: p4d.24xlarge}}",
+		"instance type any case": "metadata: {labels: {node.kubernetes.io/instance-type: STANDARD_NC24ADS_A100_V4}}",
+	}
+	for name, y := range yes {
+		if !eval(t, p, node(y), nil, "CREATE") {
+			t.Errorf("%s: does not pass", name)
+		}
+	}
+	no := map[string]string{
+		"m5.large":         "metadata: {labels: {node.kubernetes.io/instance-type: m5.large}}\nstatus: {capacity: {cpu: '2'}}",
+		"n2-standard-8":    "metadata: {labels: {node.kubernetes.io/instance-type: n2-standard-8}}",
+		"Standard_D4s_v5":  "metadata: {labels: {node.kubernetes.io/instance-type: Standard_D4s_v5}}",
+		"zero GPUs":        "metadata: {name: n}\nstatus: {capacity: {nvidia.com/gpu: '0'}}",
+		"no labels at all": "metadata: {name: n}",
+		"trainium":         "metadata: {labels: {node.kubernetes.io/instance-type: trn1.32xlarge}}",
+	}
+	for name, y := range no {
+		if eval(t, p, node(y), nil, "CREATE") {
+			t.Errorf("%s: passes", name)
+		}
+	}
+}
+
+func TestMayNeedLabelCondition(t *testing.T) {
+	p := compile(t, MayNeedLabelExpression(admit.DefaultLabelKey))[0]
+	labeled := node("metadata: {labels: {skypilot.co/accelerator: a100, a: b}}\nstatus: {capacity: {nvidia.com/gpu: '8'}, conditions: [{type: Ready, lastHeartbeatTime: '1'}]}")
+	heartbeat := node("metadata: {labels: {skypilot.co/accelerator: a100, a: b}}\nstatus: {capacity: {nvidia.com/gpu: '8'}, conditions: [{type: Ready, lastHeartbeatTime: '2'}]}")
+	unlabeled := node("metadata: {labels: {a: b}}\nstatus: {capacity: {nvidia.com/gpu: '8'}}")
+	relabeled := node("metadata: {labels: {skypilot.co/accelerator: a100, a: c}}\nstatus: {capacity: {nvidia.com/gpu: '8'}}")
+	lostGPU := node("metadata: {labels: {skypilot.co/accelerator: a100, a: b}}\nstatus: {capacity: {nvidia.com/gpu: '7'}}")
+	tests := map[string]struct {
+		obj, old map[string]any
+		op       string
+		want     bool
+	}{
+		"CREATE always":                        {labeled, nil, "CREATE", true},
+		"heartbeat of a labeled node: skipped": {heartbeat, labeled, "UPDATE", false},
+		"status of an unlabeled node":          {unlabeled, unlabeled, "UPDATE", true},
+		"labels changed":                       {relabeled, labeled, "UPDATE", true},
+		"capacity changed":                     {lostGPU, labeled, "UPDATE", true},
+		"object without labels":                {node("metadata: {name: n}"), node("metadata: {name: n}"), "UPDATE", true},
+	}
+	for name, tc := range tests {
+		if got := eval(t, p, tc.obj, tc.old, tc.op); got != tc.want {
+			t.Errorf("%s: %v, want %v", name, got, tc.want)
+		}
+	}
+}
+
+func TestWebhookConfigurationsFollowGoodPractice(t *testing.T) {
+	m := Mutating("", nil).Webhooks[0]
+	if *m.FailurePolicy != "Ignore" || *m.TimeoutSeconds > 3 || *m.SideEffects != "NoneOnDryRun" || *m.ReinvocationPolicy != "IfNeeded" || *m.MatchPolicy != "Equivalent" {
+		t.Errorf("mutating webhook: %+v", m)
+	}
+	if got := strings.Join(m.Rules[0].Resources, ","); got != "nodes,nodes/status" {
+		t.Errorf("resources %s", got)
+	}
+	a := Audit("", nil).Webhooks[0]
+	if *a.FailurePolicy != "Ignore" || *a.ClientConfig.Service.Path != admit.PathValidate {
+		t.Errorf("audit webhook: %+v", a)
+	}
+}

@@ -1,0 +1,153 @@
+// Package report turns decisions into what the CLI prints: one record per node, as a table,
+// JSON or YAML. `explain`, `check` and `label` all print these records.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"sigs.k8s.io/yaml"
+
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
+)
+
+// Node is what the webhook would do with one node, and why.
+type Node struct {
+	Name             string             `json:"name"`
+	GPU              bool               `json:"gpu"`
+	Kind             string             `json:"kind,omitempty"`
+	GPUResource      string             `json:"gpuResource"`
+	GPUCount         int64              `json:"gpuCount"`
+	ExpectedGPUCount int64              `json:"expectedGPUCount"`
+	InstanceType     string             `json:"instanceType"`
+	Accelerator      string             `json:"accelerator"`
+	Source           string             `json:"source"`
+	CurrentLabel     string             `json:"currentLabel"`
+	Action           admit.Action       `json:"action"`
+	Warnings         []string           `json:"warnings"`
+	Findings         []admit.Finding    `json:"findings"`
+	Evidence         []gpuinfo.Evidence `json:"evidence"`
+	// Result is set by `label`: labeled, would-label, unchanged, failed.
+	Result string `json:"result,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// Input makes the inference input from a Node.
+func Input(n *corev1.Node) gpuinfo.Node {
+	capacity := make(map[string]resource.Quantity, len(n.Status.Capacity))
+	for k, v := range n.Status.Capacity {
+		capacity[string(k)] = v
+	}
+	return gpuinfo.Node{Labels: n.Labels, Capacity: capacity}
+}
+
+// Decide runs the webhook's decision on a Node and makes its record.
+func Decide(cfg *admit.Config, n *corev1.Node, mayMutate bool) (admit.Decision, Node) {
+	d := admit.Decide(cfg, n.Name, Input(n), mayMutate)
+	in := d.Inference
+	r := Node{
+		Name: n.Name, GPU: in.GPU(), Kind: string(in.Kind), GPUResource: in.Resource, GPUCount: in.Count,
+		ExpectedGPUCount: in.ExpectedCount, InstanceType: in.InstanceType, Accelerator: d.Value,
+		Source: string(in.Source), CurrentLabel: d.Current, Action: d.Action,
+		Warnings: d.Warnings(), Findings: d.Findings, Evidence: in.Evidence,
+	}
+	if r.Warnings == nil {
+		r.Warnings = []string{}
+	}
+	if r.Findings == nil {
+		r.Findings = []admit.Finding{}
+	}
+	if r.Evidence == nil {
+		r.Evidence = []gpuinfo.Evidence{}
+	}
+	return d, r
+}
+
+// Status is the one-word state of a node in the table.
+func (r *Node) Status() string {
+	if !r.GPU {
+		if r.Kind == string(gpuinfo.KindAccelerator) {
+			return "not-a-gpu"
+		}
+		return "no-gpu"
+	}
+	if r.Result != "" {
+		return r.Result
+	}
+	for _, f := range r.Findings {
+		switch f.Reason {
+		case admit.ReasonLabelMissing:
+			return "unlabeled"
+		case admit.ReasonModelUnknown:
+			return "model-unknown"
+		case admit.ReasonLabelMismatch:
+			return "label-wrong"
+		case admit.ReasonLabelInvalid:
+			return "label-invalid"
+		case admit.ReasonLabeled:
+			return "will-label"
+		case admit.ReasonGPUCountMismatch:
+			return "gpus-missing"
+		}
+	}
+	return "ok"
+}
+
+// Write prints records in the format asked for: table, json or yaml.
+func Write(w io.Writer, format string, nodes []Node) error {
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if nodes == nil {
+			nodes = []Node{}
+		}
+		return enc.Encode(nodes)
+	case "yaml":
+		b, err := yaml.Marshal(nodes)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	case "table", "":
+		tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tINSTANCE-TYPE\tGPUS\tINFERRED\tLABEL\tSTATUS")
+		for _, n := range nodes {
+			gpus := "-"
+			if n.GPUCount > 0 || n.ExpectedGPUCount > 0 {
+				gpus = fmt.Sprintf("%d", n.GPUCount)
+				if n.ExpectedGPUCount > 0 {
+					gpus += fmt.Sprintf("/%d", n.ExpectedGPUCount)
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, dash(n.InstanceType), gpus, dash(n.Accelerator), dash(n.CurrentLabel), n.Status())
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			for _, warn := range n.Warnings {
+				fmt.Fprintf(w, "  %s\n", warn)
+			}
+			if n.Error != "" {
+				fmt.Fprintf(w, "  %s: %s\n", n.Name, n.Error)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown output format %q: want table, json or yaml", format)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return strings.TrimSpace(s)
+}

@@ -1,0 +1,288 @@
+// Package server runs the webhook: the HTTPS admission endpoints, health and readiness,
+// metrics, the config source and the Event publisher.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/configsrc"
+)
+
+// Options configure the server. Run checks them before anything starts.
+type Options struct {
+	Addr          string // host:port of the HTTPS admission server
+	CertDir       string // holds tls.crt and tls.key, reloaded on change
+	HealthAddr    string // /healthz and /readyz over plain HTTP; "" turns it off
+	MetricsAddr   string // /metrics over plain HTTP; "" turns it off
+	TLSMinVersion uint16
+	ClientCAFile  string // when set, clients must present a certificate signed by it
+	EnableHTTP2   bool
+
+	// The config comes from the cluster (RESTConfig, Namespace, ConfigName) or from a file.
+	RESTConfig *rest.Config
+	Namespace  string
+	ConfigName string
+	ConfigFile string
+	ConfigPoll time.Duration
+
+	// ShutdownDelay is how long the server stays up unready after SIGTERM, so that endpoints
+	// drop it before it stops accepting connections.
+	ShutdownDelay time.Duration
+	EventWindow   time.Duration
+	PodName       string
+	Log           *slog.Logger
+
+	// Ready, when set, is called once the server accepts requests and is ready (for tests).
+	Ready func(addr net.Addr)
+}
+
+// Validate reports option errors before anything starts.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.CertDir == "" {
+		errs = append(errs, errors.New("--cert-dir is required"))
+	}
+	if o.RESTConfig == nil && o.ConfigFile == "" {
+		errs = append(errs, errors.New("no cluster to read the config from: give --kubeconfig (or run in a cluster) or --config-file"))
+	}
+	if o.TLSMinVersion < tls.VersionTLS12 {
+		errs = append(errs, errors.New("--tls-min-version must be 1.2 or 1.3"))
+	}
+	return errors.Join(errs...)
+}
+
+// Run serves until ctx ends, then shuts down gracefully: unready first, then in-flight
+// requests finish, then it returns.
+func Run(ctx context.Context, o Options) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := admit.NewMetrics(reg)
+	store := &admit.ConfigStore{}
+
+	// runCtx outlives ctx until the servers have drained.
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+
+	cw, err := certwatcher.New(filepath.Join(o.CertDir, "tls.crt"), filepath.Join(o.CertDir, "tls.key"))
+	if err != nil {
+		return fmt.Errorf("serving certificate: %w", err)
+	}
+	go func() {
+		if err := cw.Start(runCtx); err != nil {
+			log.Error("certificate watcher stopped", "err", err)
+		}
+	}()
+	tlsCfg, err := o.tlsConfig(cw)
+	if err != nil {
+		return err
+	}
+
+	var events admit.EventSink
+	if o.ConfigFile != "" {
+		go configsrc.WatchFile(runCtx, o.ConfigFile, o.ConfigPoll, store, metrics, log)
+	} else {
+		if err := configsrc.WatchConfigMap(runCtx, o.RESTConfig, o.Namespace, o.ConfigName, store, metrics, log); err != nil {
+			return fmt.Errorf("watching config %s/%s: %w", o.Namespace, o.ConfigName, err)
+		}
+	}
+	if o.RESTConfig != nil {
+		cs, err := kubernetes.NewForConfig(o.RESTConfig)
+		if err != nil {
+			return err
+		}
+		ev := admit.NewEvents(eventPoster(cs, o.Namespace, o.PodName), o.EventWindow, 1000, metrics)
+		go ev.Run(runCtx)
+		events = ev
+	}
+
+	var shuttingDown atomic.Bool
+	ready := func() error {
+		switch {
+		case shuttingDown.Load():
+			return errors.New("shutting down")
+		case !store.Ready():
+			return errors.New("config not read yet")
+		}
+		return nil
+	}
+
+	r := chi.NewRouter()
+	r.Method(http.MethodPost, admit.PathMutate, &admit.ReviewHandler{Handler: &admit.Handler{Config: store, Mutate: true, Events: events, Metrics: metrics}, Endpoint: "mutate", Metrics: metrics, Log: log})
+	r.Method(http.MethodPost, admit.PathValidate, &admit.ReviewHandler{Handler: &admit.Handler{Config: store, Events: events, Metrics: metrics}, Endpoint: "validate", Metrics: metrics, Log: log})
+	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "method not allowed: an AdmissionReview is sent with POST", http.StatusMethodNotAllowed)
+	})
+	srv := &http.Server{
+		Handler:           r,
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	if !o.EnableHTTP2 {
+		// HTTP/2 stays off unless asked for (Rapid Reset, CVE-2023-44487 and CVE-2023-39325).
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	}
+	ln, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return err
+	}
+	servers := []*http.Server{srv}
+	errc := make(chan error, 3)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	log.Info("serving admission webhooks", "addr", ln.Addr().String(), "paths", []string{admit.PathMutate, admit.PathValidate})
+
+	if o.HealthAddr != "" {
+		h := chi.NewRouter()
+		h.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+		h.Get("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if err := ready(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			_, _ = w.Write([]byte("ok"))
+		})
+		servers = append(servers, plainServer(o.HealthAddr, h, errc))
+	}
+	if o.MetricsAddr != "" {
+		m := chi.NewRouter()
+		m.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		servers = append(servers, plainServer(o.MetricsAddr, m, errc))
+	}
+	if o.Ready != nil {
+		go func() {
+			for ready() != nil {
+				select {
+				case <-runCtx.Done():
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			o.Ready(ln.Addr())
+		}()
+	}
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shuttingDown.Store(true)
+	log.Info("shutting down: unready, draining", "delay", o.ShutdownDelay)
+	time.Sleep(o.ShutdownDelay)
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var errs []error
+	for _, s := range servers {
+		if err := s.Shutdown(sctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	log.Info("stopped")
+	return errors.Join(errs...)
+}
+
+func plainServer(addr string, h http.Handler, errc chan<- error) *http.Server {
+	s := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := s.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	return s
+}
+
+// tlsConfig is the one place TLS policy is set.
+func (o *Options) tlsConfig(cw *certwatcher.CertWatcher) (*tls.Config, error) {
+	cfg := &tls.Config{
+		MinVersion:     o.TLSMinVersion,
+		GetCertificate: cw.GetCertificate,
+		NextProtos:     []string{"http/1.1"},
+	}
+	if o.EnableHTTP2 {
+		cfg.NextProtos = []string{"h2", "http/1.1"}
+	}
+	if o.ClientCAFile != "" {
+		pem, err := os.ReadFile(o.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("client CA %s holds no PEM certificate", o.ClientCAFile)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// eventPoster writes Events about Nodes in the webhook's own namespace (where its Role lets
+// it), naming the node as kubelets do so `kubectl describe node` lists them.
+func eventPoster(cs kubernetes.Interface, namespace, pod string) admit.EventPoster {
+	return func(ctx context.Context, node string, f admit.Finding) error {
+		now := metav1.Now()
+		typ := corev1.EventTypeNormal
+		if f.Warning() {
+			typ = corev1.EventTypeWarning
+		}
+		_, err := cs.CoreV1().Events(namespace).Create(ctx, &corev1.Event{
+			ObjectMeta:          metav1.ObjectMeta{GenerateName: node + ".", Namespace: namespace},
+			InvolvedObject:      corev1.ObjectReference{APIVersion: "v1", Kind: "Node", Name: node, UID: types.UID(node)},
+			Reason:              string(f.Reason),
+			Message:             f.Message,
+			Type:                typ,
+			Source:              corev1.EventSource{Component: "gpu-label-webhook"},
+			ReportingController: "gpu-label-webhook",
+			ReportingInstance:   reportingInstance(pod),
+			FirstTimestamp:      now,
+			LastTimestamp:       now,
+			Count:               1,
+		}, metav1.CreateOptions{})
+		return err
+	}
+}
+
+func reportingInstance(pod string) string {
+	if pod != "" {
+		return pod
+	}
+	if h, err := os.Hostname(); err == nil {
+		return h
+	}
+	return "gpu-label-webhook"
+}
