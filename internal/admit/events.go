@@ -2,6 +2,7 @@ package admit
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -17,6 +18,9 @@ type Events struct {
 	metrics *Metrics
 	queue   chan pendingEvent
 	now     func() time.Time
+
+	// Log, when set, reports events that could not be written.
+	Log *slog.Logger
 
 	mu   sync.Mutex
 	last map[eventKey]time.Time
@@ -78,6 +82,9 @@ func (e *Events) Run(ctx context.Context) {
 			cancel()
 			if err != nil {
 				e.metrics.Event("failed")
+				if e.Log != nil {
+					e.Log.Warn("event not written", "node", p.node, "reason", p.f.Reason, "err", err)
+				}
 			} else {
 				e.metrics.Event("emitted")
 			}

@@ -132,18 +132,19 @@ func Base() []any {
 		&rbacv1.Role{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "Role"},
 			ObjectMeta: meta(Name),
-			// Only what it needs: its one ConfigMap, and Events. Nothing on nodes.
+			// Only what it needs: its one ConfigMap. Nothing on nodes.
 			Rules: []rbacv1.PolicyRule{
 				{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}},
-				{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 			},
 		},
-		&rbacv1.RoleBinding{
-			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "RoleBinding"},
-			ObjectMeta: meta(Name),
-			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: Name},
-			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: Name, Namespace: Namespace}},
+		roleBinding(meta(Name)),
+		// Events about a Node, which has no namespace, must be written in "default".
+		&rbacv1.Role{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "Role"},
+			ObjectMeta: eventsMeta(),
+			Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}}},
 		},
+		roleBinding(eventsMeta()),
 		&corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"}, ObjectMeta: meta(admit.DefaultConfigName), Data: configData},
 		Deployment(),
 		&policyv1.PodDisruptionBudget{
@@ -163,6 +164,24 @@ func Base() []any {
 			},
 		},
 		Mutating("", nil),
+	}
+}
+
+// EventsNamespace is where Events about Nodes go: the apiserver accepts Events about
+// cluster-scoped objects only there.
+const EventsNamespace = "default"
+
+func eventsMeta() metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: Name + "-events", Namespace: EventsNamespace, Labels: appLabels}
+}
+
+// roleBinding binds the webhook's ServiceAccount to the Role of the same name.
+func roleBinding(m metav1.ObjectMeta) *rbacv1.RoleBinding {
+	return &rbacv1.RoleBinding{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "RoleBinding"},
+		ObjectMeta: m,
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: m.Name},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: Name, Namespace: Namespace}},
 	}
 }
 

@@ -47,6 +47,9 @@ type Options struct {
 	ConfigName string
 	ConfigFile string
 	ConfigPoll time.Duration
+	// EventsNamespace is where Events about Nodes are written; the apiserver accepts Events
+	// about cluster-scoped objects only in "default".
+	EventsNamespace string
 
 	// ShutdownDelay is how long the server stays up unready after SIGTERM, so that endpoints
 	// drop it before it stops accepting connections.
@@ -120,7 +123,8 @@ func Run(ctx context.Context, o Options) error {
 		if err != nil {
 			return err
 		}
-		ev := admit.NewEvents(eventPoster(cs, o.Namespace, o.PodName), o.EventWindow, 1000, metrics)
+		ev := admit.NewEvents(eventPoster(cs, o.EventsNamespace, o.PodName), o.EventWindow, 1000, metrics)
+		ev.Log = log
 		go ev.Run(runCtx)
 		events = ev
 	}
@@ -251,8 +255,8 @@ func (o *Options) tlsConfig(cw *certwatcher.CertWatcher) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// eventPoster writes Events about Nodes in the webhook's own namespace (where its Role lets
-// it), naming the node as kubelets do so `kubectl describe node` lists them.
+// eventPoster writes Events about Nodes, naming the node as kubelets do (the UID is the
+// node's name) so that `kubectl describe node` lists them.
 func eventPoster(cs kubernetes.Interface, namespace, pod string) admit.EventPoster {
 	return func(ctx context.Context, node string, f admit.Finding) error {
 		now := metav1.Now()

@@ -42,7 +42,6 @@ func Realistic(name, instanceType string, gpus int64) *corev1.Node {
 		"eks.amazonaws.com/nodegroup-image":        "ami-0123456789abcdef0",
 		"eks.amazonaws.com/capacityType":           "ON_DEMAND",
 		"eks.amazonaws.com/sourceLaunchTemplateId": "lt-0123456789abcdef0",
-		"k8s.io/cloud-provider-aws":                "0123456789abcdef0123456789abcdef",
 		"topology.k8s.aws/zone-id":                 "use1-az4",
 	}
 	for i := 0; len(labels) < 40; i++ {

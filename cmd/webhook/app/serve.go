@@ -14,6 +14,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/manifests"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/server"
 )
 
@@ -99,20 +100,21 @@ func (o *serveOptions) logger(s streams) (*slog.Logger, error) {
 
 func (o *serveOptions) serverOptions(log *slog.Logger) (server.Options, error) {
 	opts := server.Options{
-		Addr:          fmt.Sprintf(":%d", o.port),
-		CertDir:       o.certDir,
-		HealthAddr:    o.healthAddr,
-		MetricsAddr:   o.metricsAddr,
-		ClientCAFile:  o.clientCAFile,
-		EnableHTTP2:   o.enableHTTP2,
-		Namespace:     o.namespace,
-		ConfigName:    o.configName,
-		ConfigFile:    o.configFile,
-		ConfigPoll:    time.Second,
-		ShutdownDelay: o.shutdownDelay,
-		EventWindow:   o.eventWindow,
-		PodName:       os.Getenv("POD_NAME"),
-		Log:           log,
+		Addr:            fmt.Sprintf(":%d", o.port),
+		CertDir:         o.certDir,
+		HealthAddr:      o.healthAddr,
+		MetricsAddr:     o.metricsAddr,
+		ClientCAFile:    o.clientCAFile,
+		EnableHTTP2:     o.enableHTTP2,
+		Namespace:       o.namespace,
+		ConfigName:      o.configName,
+		ConfigFile:      o.configFile,
+		ConfigPoll:      time.Second,
+		EventsNamespace: manifests.EventsNamespace,
+		ShutdownDelay:   o.shutdownDelay,
+		EventWindow:     o.eventWindow,
+		PodName:         os.Getenv("POD_NAME"),
+		Log:             log,
 	}
 	switch o.tlsMinVersion {
 	case "1.2":
