@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -148,7 +150,7 @@ func newCheckCommand(s streams) *cobra.Command {
 					fmt.Fprintf(s.out, ". Label future nodes as they join: kubectl -n %s patch configmap %s --type merge -p '{\"data\":{\"autoLabel\":\"true\"}}'.", f.namespace, f.configName)
 				}
 				fmt.Fprintln(s.out)
-				fmt.Fprintln(s.out, webhookStatus(ctx, cs, f.namespace))
+				fmt.Fprintln(s.out, webhookStatus(ctx, cs))
 			}
 			if failOnFindings && findings > 0 {
 				return withCode(ExitFindings, errors.New(""))
@@ -162,59 +164,69 @@ func newCheckCommand(s streams) *cobra.Command {
 }
 
 // webhookStatus says whether new nodes would be labeled: the webhook configurations exist,
-// carry a CA bundle, and the Service has ready endpoints.
-func webhookStatus(ctx context.Context, cs kubernetes.Interface, namespace string) string {
+// carry a CA bundle, and what they point at is there (the Service has ready endpoints).
+func webhookStatus(ctx context.Context, cs kubernetes.Interface) string {
 	reg := cs.AdmissionregistrationV1()
 	var parts []string
-	if m, err := reg.MutatingWebhookConfigurations().Get(ctx, manifests.MutatingName, metav1.GetOptions{}); err == nil {
-		parts = append(parts, "mutating webhook installed"+caNote(len(m.Webhooks) > 0 && len(m.Webhooks[0].ClientConfig.CABundle) > 0))
+	var targets []admissionregistrationv1.WebhookClientConfig
+	if m, err := reg.MutatingWebhookConfigurations().Get(ctx, manifests.MutatingName, metav1.GetOptions{}); err == nil && len(m.Webhooks) > 0 {
+		parts = append(parts, "mutating webhook installed"+caNote(m.Webhooks[0].ClientConfig))
+		targets = append(targets, m.Webhooks[0].ClientConfig)
 	} else {
-		parts = append(parts, "mutating webhook not installed ("+reason(err)+")")
+		parts = append(parts, "mutating webhook not installed ("+reason(err)+"): new nodes are neither labeled nor warned about")
 	}
-	if v, err := reg.ValidatingWebhookConfigurations().Get(ctx, manifests.AuditName, metav1.GetOptions{}); err == nil {
-		parts = append(parts, "audit webhook installed"+caNote(len(v.Webhooks) > 0 && len(v.Webhooks[0].ClientConfig.CABundle) > 0))
+	if v, err := reg.ValidatingWebhookConfigurations().Get(ctx, manifests.AuditName, metav1.GetOptions{}); err == nil && len(v.Webhooks) > 0 {
+		parts = append(parts, "audit webhook installed"+caNote(v.Webhooks[0].ClientConfig))
+		targets = append(targets, v.Webhooks[0].ClientConfig)
 	}
-	slices, err := cs.DiscoveryV1().EndpointSlices(namespace).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + manifests.Name})
-	if err != nil {
-		parts = append(parts, "service endpoints unknown ("+reason(err)+")")
-	} else {
-		ready := 0
-		for _, s := range slices.Items {
-			for _, e := range s.Endpoints {
-				if e.Conditions.Ready != nil && *e.Conditions.Ready {
-					ready++
-				}
-			}
+	seen := map[string]bool{}
+	for _, t := range targets {
+		switch {
+		case t.URL != nil && !seen[*t.URL]:
+			seen[*t.URL] = true
+			parts = append(parts, "calls "+*t.URL)
+		case t.Service != nil && !seen[t.Service.Namespace+"/"+t.Service.Name]:
+			seen[t.Service.Namespace+"/"+t.Service.Name] = true
+			parts = append(parts, serviceEndpoints(ctx, cs, t.Service.Namespace, t.Service.Name))
 		}
-		parts = append(parts, fmt.Sprintf("%d ready endpoints", ready))
 	}
-	return "Webhook: " + joinComma(parts)
+	return "Webhook: " + strings.Join(parts, "; ")
 }
 
-func caNote(ok bool) string {
-	if ok {
+func serviceEndpoints(ctx context.Context, cs kubernetes.Interface, namespace, name string) string {
+	slices, err := cs.DiscoveryV1().EndpointSlices(namespace).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + name})
+	if err != nil {
+		return fmt.Sprintf("service %s/%s endpoints unknown (%s)", namespace, name, reason(err))
+	}
+	ready := 0
+	for _, s := range slices.Items {
+		for _, e := range s.Endpoints {
+			if e.Conditions.Ready != nil && *e.Conditions.Ready {
+				ready++
+			}
+		}
+	}
+	if ready == 0 {
+		return fmt.Sprintf("service %s/%s has NO ready endpoints: the apiserver skips the webhook (failurePolicy: Ignore)", namespace, name)
+	}
+	return fmt.Sprintf("service %s/%s has %d ready endpoints", namespace, name, ready)
+}
+
+func caNote(c admissionregistrationv1.WebhookClientConfig) string {
+	if len(c.CABundle) > 0 {
 		return ", caBundle set"
 	}
-	return ", caBundle EMPTY (the apiserver cannot call it)"
+	return ", caBundle EMPTY (the apiserver cannot verify it)"
 }
 
 func reason(err error) string {
 	switch {
+	case err == nil:
+		return "no webhooks in it"
 	case apierrors.IsNotFound(err):
 		return "not found"
 	case apierrors.IsForbidden(err):
 		return "no permission to read"
 	}
 	return err.Error()
-}
-
-func joinComma(parts []string) string {
-	out := ""
-	for i, p := range parts {
-		if i > 0 {
-			out += "; "
-		}
-		out += p
-	}
-	return out
 }
