@@ -36,10 +36,10 @@ verify: ## gofmt, go vet, and the manifests match their generator
 	@test -z "$$(gofmt -l cmd internal certs test)" || { gofmt -l cmd internal certs test; echo 'gofmt: files above need formatting'; exit 1; }
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/e2e/
-	$(GO) test -count=1 -run TestManifestsUpToDate ./internal/manifests
+	$(GO) test -count=1 -run 'TestManifestsUpToDate|TestREADMEUpToDate' ./internal/manifests
 
-manifests: ## Regenerate manifests/ from internal/manifests
-	$(GO) run ./cmd/webhook manifests --dir manifests
+manifests: ## Regenerate manifests/ and the README's reference sections
+	$(GO) run ./cmd/webhook manifests --dir manifests --readme README.md
 
 demo: tools build ## Tell the story on a local control plane (KEEP=1 leaves it running)
 	$(GO) run ./test/demo $(if $(KEEP),--keep)

@@ -154,3 +154,18 @@ func TestWebhookConfigurationsFollowGoodPractice(t *testing.T) {
 		t.Errorf("audit webhook: %+v", a)
 	}
 }
+
+// The README's generated sections match the code.
+func TestREADMEUpToDate(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := RenderREADME(string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want != string(b) {
+		t.Error("README.md's generated sections are stale: run make manifests")
+	}
+}

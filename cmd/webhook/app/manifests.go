@@ -10,7 +10,7 @@ import (
 )
 
 func newManifestsCommand(s streams) *cobra.Command {
-	var dir string
+	var dir, readme string
 	cmd := &cobra.Command{
 		Use:   "manifests",
 		Short: "Write the install manifests (base and overlays) generated from the server's own values",
@@ -20,10 +20,17 @@ func newManifestsCommand(s streams) *cobra.Command {
 				return withCode(ExitError, err)
 			}
 			fmt.Fprintf(s.out, "wrote manifests to %s\n", dir)
+			if readme != "" {
+				if err := manifests.UpdateREADME(readme); err != nil {
+					return withCode(ExitError, err)
+				}
+				fmt.Fprintf(s.out, "updated the reference sections of %s\n", readme)
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "manifests", "folder to write to")
+	cmd.Flags().StringVar(&readme, "readme", "", "also update the generated reference sections of this README")
 	return cmd
 }
 
