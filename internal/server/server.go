@@ -58,6 +58,9 @@ type Options struct {
 	PodName       string
 	Log           *slog.Logger
 
+	// ReadHeaderTimeout bounds how long a client may take to send its headers (default 5s).
+	ReadHeaderTimeout time.Duration
+
 	// Ready, when set, is called once the server accepts requests and is ready (for tests).
 	Ready func(addr net.Addr)
 }
@@ -147,10 +150,14 @@ func Run(ctx context.Context, o Options) error {
 		w.Header().Set("Allow", http.MethodPost)
 		http.Error(w, "method not allowed: an AdmissionReview is sent with POST", http.StatusMethodNotAllowed)
 	})
+	readHeader := o.ReadHeaderTimeout
+	if readHeader <= 0 {
+		readHeader = 5 * time.Second
+	}
 	srv := &http.Server{
 		Handler:           r,
 		TLSConfig:         tlsCfg,
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: readHeader,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      15 * time.Second,
 		IdleTimeout:       90 * time.Second,
