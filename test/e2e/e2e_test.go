@@ -6,9 +6,12 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admission/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -47,7 +51,7 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) (int, error) {
 	var err error
-	if cluster, err = env.Start(env.Options{}); err != nil {
+	if cluster, err = env.Start(env.Options{WebhookClientCert: true}); err != nil {
 		return 0, err
 	}
 	defer cluster.Stop()
@@ -454,6 +458,28 @@ func TestConfigFaults(t *testing.T) {
 		t.Error("labeled after the config was deleted")
 	}
 	setConfig(t, map[string]string{admit.KeyAutoLabel: "false"})
+}
+
+// The apiserver presents its client certificate to the webhook (every test here goes through
+// that path); a client without one is refused.
+func TestWebhookRequiresTheAPIServersCertificate(t *testing.T) {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(hook.CA)
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	body := testnode.Review("x", admissionv1.Create, "", testnode.Bare("x", nil), nil, "admin", false)
+	if resp, err := c.Post(hook.URL+admit.PathMutate, "application/json", strings.NewReader(string(body))); err == nil {
+		resp.Body.Close()
+		t.Fatalf("served a client without a certificate: %s", resp.Status)
+	}
+	before := requests(t)
+	cs, _ := client(t, cluster.Admin)
+	registerMutating(t)
+	if _, err := cs.CoreV1().Nodes().Create(context.Background(), node("mtls-1", map[string]string{"node.kubernetes.io/instance-type": "p4d.24xlarge"}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if requests(t) <= before {
+		t.Error("the apiserver's call did not reach the webhook")
+	}
 }
 
 // The webhook's ServiceAccount holds only what it needs.

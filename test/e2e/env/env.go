@@ -6,6 +6,7 @@ package env
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -58,13 +59,47 @@ type Cluster struct {
 	Admin  *rest.Config
 	Client kubernetes.Interface
 	Dir    string
+	// ClientCAFile signs the client certificate the apiserver presents to webhooks; "" when
+	// it presents none.
+	ClientCAFile string
 }
 
 // Options change how the apiserver runs.
 type Options struct {
-	// AdmissionConfig, when set, is the apiserver's --admission-control-config-file content
-	// builder: it is given the folder to write files to and returns the file's path.
-	AdmissionConfig func(dir string) (string, error)
+	// WebhookClientCert makes the apiserver present a client certificate to webhooks (an
+	// AdmissionConfiguration kubeconfig), and StartWebhook require it (--client-ca-file).
+	WebhookClientCert bool
+}
+
+// webhookClientAuth writes the apiserver's admission config: a kubeconfig whose user "*"
+// carries a client certificate signed by a CA the webhook trusts. It returns the config's
+// path and the CA file's.
+func webhookClientAuth(dir string) (configPath, caPath string, err error) {
+	ca, err := certs.NewCA("apiserver-webhook-client-ca", time.Now())
+	if err != nil {
+		return "", "", err
+	}
+	client, err := ca.Client("kube-apiserver", nil, time.Now())
+	if err != nil {
+		return "", "", err
+	}
+	caPath = filepath.Join(dir, "webhook-client-ca.crt")
+	if err := os.WriteFile(caPath, ca.CertPEM(), 0o644); err != nil {
+		return "", "", err
+	}
+	kc := filepath.Join(dir, "webhook-client.kubeconfig")
+	kcText := fmt.Sprintf("apiVersion: v1\nkind: Config\nusers:\n- name: '*'\n  user:\n    client-certificate-data: %s\n    client-key-data: %s\n",
+		base64.StdEncoding.EncodeToString(client.CertPEM()), base64.StdEncoding.EncodeToString(client.KeyPEM()))
+	if err := os.WriteFile(kc, []byte(kcText), 0o600); err != nil {
+		return "", "", err
+	}
+	var b strings.Builder
+	b.WriteString("apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n")
+	for _, plugin := range []string{"MutatingAdmissionWebhook", "ValidatingAdmissionWebhook"} {
+		fmt.Fprintf(&b, "- name: %s\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: %s\n", plugin, kc)
+	}
+	configPath = filepath.Join(dir, "admission.yaml")
+	return configPath, caPath, os.WriteFile(configPath, []byte(b.String()), 0o644)
 }
 
 // Start runs kube-apiserver with the Node and RBAC authorizers and NodeRestriction, as a
@@ -87,9 +122,10 @@ func Start(opts Options) (*Cluster, error) {
 	args := api.Configure()
 	args.Set("authorization-mode", "Node,RBAC")
 	args.Set("enable-admission-plugins", "NodeRestriction")
-	if opts.AdmissionConfig != nil {
-		path, err := opts.AdmissionConfig(dir)
-		if err != nil {
+	var clientCA string
+	if opts.WebhookClientCert {
+		var path string
+		if path, clientCA, err = webhookClientAuth(dir); err != nil {
 			return nil, err
 		}
 		args.Set("admission-control-config-file", path)
@@ -103,7 +139,7 @@ func Start(opts Options) (*Cluster, error) {
 		_ = e.Stop()
 		return nil, err
 	}
-	return &Cluster{Root: root, Env: e, Admin: cfg, Client: cs, Dir: dir}, nil
+	return &Cluster{Root: root, Env: e, Admin: cfg, Client: cs, Dir: dir, ClientCAFile: clientCA}, nil
 }
 
 // Stop stops the control plane and removes its files.
@@ -198,6 +234,9 @@ func (c *Cluster) StartWebhook(extra ...string) (*Webhook, error) {
 	args := append([]string{"serve", "--kubeconfig", kc, "--cert-dir", certDir,
 		"--port", strconv.Itoa(ports[0]), "--health-addr", fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", ports[2]), "--shutdown-delay", "0s", "--log-format", "text"}, extra...)
+	if c.ClientCAFile != "" {
+		args = append(args, "--client-ca-file", c.ClientCAFile)
+	}
 	cmd := exec.Command(filepath.Join(c.Root, "bin", "webhook"), args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
