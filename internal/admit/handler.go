@@ -3,6 +3,7 @@ package admit
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -90,10 +91,19 @@ type nodeFields struct {
 	} `json:"status"`
 }
 
-// Handle implements admission.Handler.
+// Handle implements admission.Handler, for callers that hold a decoded admission.Request.
+// The HTTP path (ReviewHandler) decodes the object straight into the fields it needs instead.
 func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Response {
-	resp, outcome := h.handle(&req.AdmissionRequest)
-	h.Metrics.request(h.endpoint(), string(req.Operation), outcome)
+	var n nodeFields
+	var nodeErr error
+	if len(req.Object.Raw) == 0 {
+		nodeErr = errNoObject
+	} else {
+		nodeErr = json.Unmarshal(req.Object.Raw, &n)
+	}
+	resp, _ := h.review(&reviewRequest{
+		UID: req.UID, Kind: req.Kind, Resource: req.Resource, Name: req.Name, Operation: req.Operation, DryRun: req.DryRun,
+	}, &n, nodeErr)
 	return resp
 }
 
@@ -104,7 +114,17 @@ func (h *Handler) endpoint() string {
 	return "validate"
 }
 
-func (h *Handler) handle(req *admissionv1.AdmissionRequest) (admission.Response, string) {
+var errNoObject = errors.New("the request carries no object")
+
+// review decides one request. node holds what was read of the object, nodeErr why it could
+// not be read.
+func (h *Handler) review(req *reviewRequest, n *nodeFields, nodeErr error) (admission.Response, string) {
+	resp, outcome := h.decide(req, n, nodeErr)
+	h.Metrics.request(h.endpoint(), string(req.Operation), outcome)
+	return resp, outcome
+}
+
+func (h *Handler) decide(req *reviewRequest, n *nodeFields, nodeErr error) (admission.Response, string) {
 	resp := admission.Allowed("")
 	cfg, cfgErr := h.Config.Load()
 	if cfgErr != nil {
@@ -117,13 +137,12 @@ func (h *Handler) handle(req *admissionv1.AdmissionRequest) (admission.Response,
 	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
 		return resp, OutcomeNone
 	}
-	if len(req.Object.Raw) == 0 {
+	if nodeErr == errNoObject {
 		resp.Warnings = append(resp.Warnings, "gpu-label-webhook: the request carries no object; node left unchanged")
 		return resp, OutcomeError
 	}
-	var n nodeFields
-	if err := json.Unmarshal(req.Object.Raw, &n); err != nil {
-		resp.Warnings = append(resp.Warnings, truncate("gpu-label-webhook: could not read the node, left unchanged: "+err.Error(), maxWarning))
+	if nodeErr != nil {
+		resp.Warnings = append(resp.Warnings, truncate("gpu-label-webhook: could not read the node, left unchanged: "+nodeErr.Error(), maxWarning))
 		return resp, OutcomeError
 	}
 	name := n.Metadata.Name

@@ -61,6 +61,10 @@ type Options struct {
 	// ReadHeaderTimeout bounds how long a client may take to send its headers (default 5s).
 	ReadHeaderTimeout time.Duration
 
+	// Routes, when set, replaces the admission endpoints on the same TLS server and router;
+	// the benchmarks use it to measure a null webhook on the identical stack.
+	Routes func(chi.Router)
+
 	// Ready, when set, is called once the server accepts requests and is ready (for tests).
 	Ready func(addr net.Addr)
 }
@@ -144,8 +148,12 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	r := chi.NewRouter()
-	r.Method(http.MethodPost, admit.PathMutate, &admit.ReviewHandler{Handler: &admit.Handler{Config: store, Mutate: true, Events: events, Metrics: metrics}, Endpoint: "mutate", Metrics: metrics, Log: log})
-	r.Method(http.MethodPost, admit.PathValidate, &admit.ReviewHandler{Handler: &admit.Handler{Config: store, Events: events, Metrics: metrics}, Endpoint: "validate", Metrics: metrics, Log: log})
+	if o.Routes != nil {
+		o.Routes(r)
+	} else {
+		r.Method(http.MethodPost, admit.PathMutate, &admit.ReviewHandler{Handler: &admit.Handler{Config: store, Mutate: true, Events: events, Metrics: metrics}, Endpoint: "mutate", Metrics: metrics, Log: log})
+		r.Method(http.MethodPost, admit.PathValidate, &admit.ReviewHandler{Handler: &admit.Handler{Config: store, Events: events, Metrics: metrics}, Endpoint: "validate", Metrics: metrics, Log: log})
+	}
 	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Allow", http.MethodPost)
 		http.Error(w, "method not allowed: an AdmissionReview is sent with POST", http.StatusMethodNotAllowed)

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	admissionv1 "k8s.io/api/admission/v1"
+)
+
+// Both handlers give the same answer: the node labeled a100, through a patch that applies.
+func TestHandlersAgree(t *testing.T) {
+	ours, naive := handlers()
+	create, update := reviews()
+	for name, body := range map[string][]byte{"create": create, "update": update} {
+		var sent admissionv1.AdmissionReview
+		if err := json.Unmarshal(body, &sent); err != nil {
+			t.Fatal(err)
+		}
+		for hname, h := range map[string]http.Handler{"ours": ours, "naive": naive} {
+			rec := serve(h, body)
+			var got admissionv1.AdmissionReview
+			if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || got.Response == nil || !got.Response.Allowed {
+				t.Fatalf("%s %s: %s", hname, name, rec.Body.Bytes())
+			}
+			p, err := jsonpatch.DecodePatch(got.Response.Patch)
+			if err != nil {
+				t.Fatalf("%s %s: %v", hname, name, err)
+			}
+			out, err := p.Apply(sent.Request.Object.Raw)
+			if err != nil {
+				t.Fatalf("%s %s: %v", hname, name, err)
+			}
+			var node struct {
+				Metadata struct{ Labels map[string]string } `json:"metadata"`
+			}
+			_ = json.Unmarshal(out, &node)
+			if node.Metadata.Labels["skypilot.co/accelerator"] != "a100" {
+				t.Errorf("%s %s: labels %v", hname, name, node.Metadata.Labels)
+			}
+		}
+	}
+}
+
+func BenchmarkHandler(b *testing.B) {
+	ours, naive := handlers()
+	create, update := reviews()
+	for _, c := range []struct {
+		name string
+		h    http.Handler
+		body []byte
+	}{{"ours/create", ours, create}, {"naive/create", naive, create}, {"ours/update", ours, update}, {"naive/update", naive, update}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(c.body)))
+			for b.Loop() {
+				serve(c.h, c.body)
+			}
+		})
+	}
+}
