@@ -353,4 +353,3 @@ func printTable(r results) {
 	}
 	fmt.Printf("machine: %v\n", r["machine"])
 }
-
