@@ -2,6 +2,7 @@ package admit
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/testnode"
 )
@@ -281,5 +283,25 @@ func TestMalformedRequests(t *testing.T) {
 				t.Errorf("warnings %q lack %q", review.Response.Warnings, tc.warning)
 			}
 		})
+	}
+}
+
+// Handle serves callers that hold a decoded admission.Request (controller-runtime's own
+// webhook server, for one): it decides exactly as the HTTP path does.
+func TestHandleAsAdmissionHandler(t *testing.T) {
+	store := &ConfigStore{}
+	store.Set(mustConfig(t, map[string]string{KeyAutoLabel: "true"}))
+	h := &Handler{Config: store, Mutate: true}
+	var review admissionv1.AdmissionReview
+	if err := json.Unmarshal(testnode.Review("u", admissionv1.Create, "", testnode.Realistic("n", "p4d.24xlarge", 8), nil, "admin", false), &review); err != nil {
+		t.Fatal(err)
+	}
+	resp := h.Handle(context.Background(), admission.Request{AdmissionRequest: *review.Request})
+	if !resp.Allowed || len(resp.Patches) != 1 || resp.Patches[0].Value != "a100" {
+		t.Errorf("response %+v", resp)
+	}
+	review.Request.Object.Raw = nil
+	if resp := h.Handle(context.Background(), admission.Request{AdmissionRequest: *review.Request}); !resp.Allowed || len(resp.Warnings) != 1 {
+		t.Errorf("no object: %+v", resp)
 	}
 }

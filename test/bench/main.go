@@ -344,6 +344,8 @@ func printTable(r results) {
 		{"GPU tables: start-up us, bytes allocated", fmt.Sprintf("%v, %v", r["tables_startup_us"], r["tables_alloc_bytes"]), ""},
 		{"apiserver: 2,000 GPU node creates, time ratio with/without", fmt.Sprint(r["apiserver_create_time_ratio"]), "target <= 1.15"},
 		{"  seconds with / without", fmt.Sprintf("%v / %v", r["apiserver_create_seconds_with"], r["apiserver_create_seconds_without"]), ""},
+		{"  ratio labeling, Events off", fmt.Sprint(r["apiserver_create_time_ratio_label_no_events"]), ""},
+		{"  ratio warn-only (no patch), Events off", fmt.Sprint(r["apiserver_create_time_ratio_warn_only_no_events"]), ""},
 		{"apiserver: webhook calls for 10,000 routine status updates", fmt.Sprint(r["ignored_updates_webhook_calls"]), "target 0"},
 		{"  apiserver match-condition exclusions counted", fmt.Sprint(r["apiserver_match_condition_exclusions"]), ""},
 	}

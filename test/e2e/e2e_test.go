@@ -150,6 +150,20 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("timed out waiting for %s", what)
 }
 
+// apiserverMetric sums a metric from the apiserver's own /metrics.
+func apiserverMetric(t *testing.T, name string) float64 {
+	t.Helper()
+	raw, err := cluster.Client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := env.SumMetric(strings.NewReader(string(raw)), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 func requests(t *testing.T) float64 {
 	t.Helper()
 	v, err := hook.Metric("gpu_label_webhook_requests_total")
@@ -333,6 +347,7 @@ func TestMatchConditions(t *testing.T) {
 	before := mk("mc-before-optin", "g6.xlarge", 1)
 
 	start := requests(t)
+	exclusionsBefore := apiserverMetric(t, "apiserver_admission_match_condition_exclusions_total")
 	for i := 0; i < 20; i++ {
 		for _, n := range []*corev1.Node{cpu, labeled} {
 			p := fmt.Sprintf(`{"status":{"conditions":[{"type":"Ready","status":"True","lastHeartbeatTime":"2026-11-28T12:%02d:00Z","reason":"KubeletReady"}]}}`, i)
@@ -343,6 +358,9 @@ func TestMatchConditions(t *testing.T) {
 	}
 	if got := requests(t); got != start {
 		t.Errorf("routine status updates reached the webhook: %v requests", got-start)
+	}
+	if got := apiserverMetric(t, "apiserver_admission_match_condition_exclusions_total") - exclusionsBefore; got < 40 {
+		t.Errorf("the apiserver counted %v match-condition exclusions for 40 updates", got)
 	}
 
 	setConfig(t, map[string]string{admit.KeyAutoLabel: "true"})
