@@ -1,6 +1,7 @@
 package gpuinfo
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -62,24 +63,12 @@ var (
 // ResourceKind tells whether a capacity resource name is a GPU, another accelerator, or
 // neither ("").
 func ResourceKind(name string) Kind {
-	for _, r := range gpuResources {
-		if name == r {
-			return KindGPU
-		}
-	}
-	for _, p := range gpuPrefixes {
-		if strings.HasPrefix(name, p) {
-			return KindGPU
-		}
-	}
-	for _, r := range accResources {
-		if name == r {
-			return KindAccelerator
-		}
-	}
-	for _, p := range accPrefixes {
-		if strings.HasPrefix(name, p) {
-			return KindAccelerator
+	for _, k := range []struct {
+		kind            Kind
+		names, prefixes []string
+	}{{KindGPU, gpuResources, gpuPrefixes}, {KindAccelerator, accResources, accPrefixes}} {
+		if slices.Contains(k.names, name) || slices.ContainsFunc(k.prefixes, func(p string) bool { return strings.HasPrefix(name, p) }) {
+			return k.kind
 		}
 	}
 	return ""
@@ -378,14 +367,7 @@ func tokens(s string) []string {
 
 func containsAll(have, want []string) bool {
 	for _, w := range want {
-		found := false
-		for _, h := range have {
-			if h == w {
-				found = true
-				break
-			}
-		}
-		if !found {
+		if !slices.Contains(have, w) {
 			return false
 		}
 	}

@@ -120,12 +120,13 @@ func Write(w io.Writer, format string, nodes []Node) error {
 		tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 		fmt.Fprintln(tw, "NODE\tINSTANCE-TYPE\tGPUS\tINFERRED\tLABEL\tSTATUS")
 		for _, n := range nodes {
+			// reported/expected; "-" where the device plugin has reported nothing yet
 			gpus := "-"
-			if n.GPUCount > 0 || n.ExpectedGPUCount > 0 {
+			if n.GPUCount > 0 {
 				gpus = fmt.Sprintf("%d", n.GPUCount)
-				if n.ExpectedGPUCount > 0 {
-					gpus += fmt.Sprintf("/%d", n.ExpectedGPUCount)
-				}
+			}
+			if n.ExpectedGPUCount > 0 {
+				gpus += fmt.Sprintf("/%d", n.ExpectedGPUCount)
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, dash(n.InstanceType), gpus, dash(n.Accelerator), dash(n.CurrentLabel), n.Status())
 		}

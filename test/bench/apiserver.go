@@ -53,19 +53,12 @@ func parallel(n int, fn func(i int) error) (time.Duration, error) {
 // must keep from the webhook.
 func throughAPIServer(r results, quick bool) error {
 	ctx := context.Background()
-	cluster, err := env.Start(env.Options{})
+	cluster, err := env.StartStack(ctx, env.Options{})
 	if err != nil {
 		return err
 	}
 	defer cluster.Stop()
-	if err := cluster.InstallBase(ctx); err != nil {
-		return err
-	}
-	hook, err := cluster.StartWebhook()
-	if err != nil {
-		return err
-	}
-	defer hook.Stop()
+	hook := cluster.Hook
 	cfg := rest.CopyConfig(cluster.Admin)
 	cfg.QPS, cfg.Burst = 5000, 5000
 	cs, err := kubernetes.NewForConfig(cfg)

@@ -13,7 +13,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -22,7 +21,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/testnode"
@@ -38,25 +36,6 @@ func main() {
 	}
 }
 
-type warnings struct {
-	mu  sync.Mutex
-	got []string
-}
-
-func (w *warnings) HandleWarningHeader(_ int, _ string, text string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.got = append(w.got, text)
-}
-
-func (w *warnings) take() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := w.got
-	w.got = nil
-	return out
-}
-
 func step(format string, args ...any) {
 	fmt.Printf("\n\033[1m==> %s\033[0m\n", fmt.Sprintf(format, args...))
 }
@@ -64,19 +43,12 @@ func step(format string, args ...any) {
 func run(keep bool) error {
 	ctx := context.Background()
 	step("Starting a local control plane (kube-apiserver and etcd, Node,RBAC authorization, NodeRestriction)")
-	cluster, err := env.Start(env.Options{})
+	cluster, err := env.StartStack(ctx, env.Options{})
 	if err != nil {
 		return err
 	}
 	defer cluster.Stop()
-	if err := cluster.InstallBase(ctx); err != nil {
-		return err
-	}
-	hook, err := cluster.StartWebhook()
-	if err != nil {
-		return err
-	}
-	defer hook.Stop()
+	hook := cluster.Hook
 	if err := cluster.RegisterMutating(ctx, hook); err != nil {
 		return err
 	}
@@ -99,15 +71,13 @@ func run(keep bool) error {
 		return cmd.Run()
 	}
 	// kubelet joins as its own node identity, and reports the warnings it is sent.
-	kubelet := func(name string) (kubernetes.Interface, *warnings, error) {
+	kubelet := func(name string) (kubernetes.Interface, *env.Warnings, error) {
 		cfg, err := cluster.User("system:node:"+name, "system:nodes")
 		if err != nil {
 			return nil, nil, err
 		}
-		w := &warnings{}
-		cfg = rest.CopyConfig(cfg)
-		cfg.WarningHandler = w
-		cs, err := kubernetes.NewForConfig(cfg)
+		w := &env.Warnings{}
+		cs, err := env.Client(cfg, w)
 		return cs, w, err
 	}
 	join := func(name, instanceType string) (*corev1.Node, kubernetes.Interface, error) {
@@ -122,7 +92,7 @@ func run(keep bool) error {
 			return nil, nil, err
 		}
 		fmt.Printf("kubelet registered node %s (%s)\n", name, instanceType)
-		for _, warning := range w.take() {
+		for _, warning := range w.Take() {
 			fmt.Printf("  Warning: %s\n", warning)
 		}
 		return created, cs, nil

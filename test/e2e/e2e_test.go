@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -50,18 +49,12 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) (int, error) {
-	var err error
-	if cluster, err = env.Start(env.Options{WebhookClientCert: true}); err != nil {
+	stack, err := env.StartStack(context.Background(), env.Options{WebhookClientCert: true})
+	if err != nil {
 		return 0, err
 	}
-	defer cluster.Stop()
-	if err := cluster.InstallBase(context.Background()); err != nil {
-		return 0, err
-	}
-	if hook, err = cluster.StartWebhook(); err != nil {
-		return 0, err
-	}
-	defer hook.Stop()
+	defer stack.Stop()
+	cluster, hook = stack.Cluster, stack.Hook
 	code := m.Run()
 	if code != 0 {
 		logs := hook.Logs()
@@ -70,31 +63,16 @@ func run(m *testing.M) (int, error) {
 	return code, nil
 }
 
-// warnings collects the warnings the apiserver returns to a client.
-type warnings struct {
-	mu  sync.Mutex
-	got []string
-}
+// warnings are the warnings a client received.
+type warnings struct{ env.Warnings }
 
-func (w *warnings) HandleWarningHeader(_ int, _ string, text string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.got = append(w.got, text)
-}
-
-func (w *warnings) all() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return strings.Join(w.got, "\n")
-}
+func (w *warnings) all() string { return strings.Join(w.All(), "\n") }
 
 // client returns a clientset for cfg that records warnings.
 func client(t *testing.T, cfg *rest.Config) (kubernetes.Interface, *warnings) {
 	t.Helper()
-	c := rest.CopyConfig(cfg)
 	w := &warnings{}
-	c.WarningHandler = w
-	cs, err := kubernetes.NewForConfig(c)
+	cs, err := env.Client(cfg, &w.Warnings)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -196,6 +197,72 @@ func (c *Cluster) InstallBase(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Stack is a control plane with the base install applied and the webhook running.
+type Stack struct {
+	*Cluster
+	Hook *Webhook
+}
+
+// StartStack starts a control plane, applies the base install's RBAC and ConfigMap, and
+// runs the webhook; the webhook configuration is left for the caller to register.
+func StartStack(ctx context.Context, opts Options) (*Stack, error) {
+	c, err := Start(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.InstallBase(ctx); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	hook, err := c.StartWebhook()
+	if err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return &Stack{Cluster: c, Hook: hook}, nil
+}
+
+// Stop stops the webhook and the control plane.
+func (s *Stack) Stop() {
+	s.Hook.Stop()
+	s.Cluster.Stop()
+}
+
+// Warnings collects the warnings the apiserver returns to a client (a rest.WarningHandler).
+type Warnings struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (w *Warnings) HandleWarningHeader(_ int, _ string, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.got = append(w.got, text)
+}
+
+// All returns the warnings collected so far.
+func (w *Warnings) All() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.got...)
+}
+
+// Take returns the warnings collected so far and forgets them.
+func (w *Warnings) Take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := w.got
+	w.got = nil
+	return out
+}
+
+// Client returns a clientset for cfg whose warnings w collects.
+func Client(cfg *rest.Config, w *Warnings) (kubernetes.Interface, error) {
+	c := rest.CopyConfig(cfg)
+	c.WarningHandler = w
+	return kubernetes.NewForConfig(c)
 }
 
 // Webhook is the webhook running as a process.
