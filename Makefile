@@ -24,10 +24,14 @@ build: ## Build bin/webhook (static)
 
 test: verify unit e2e ## Everything: verify, unit tests with -race, end-to-end tests on a real apiserver
 
+# Minimizing each new input is bounded, or a 15 KB seed keeps the fuzzer minimizing, not fuzzing.
+FUZZ := -run '^$$' -fuzzminimizetime 200x
+
 unit: ## Unit tests with the race detector, and each fuzz target for a few seconds
 	$(GO) test -race -count=1 ./...
-	$(GO) test -run '^$$' -fuzz FuzzInfer -fuzztime 10s ./internal/gpuinfo
-	$(GO) test -run '^$$' -fuzz FuzzReview -fuzztime 10s ./internal/admit
+	$(GO) test $(FUZZ) -fuzz FuzzInfer -fuzztime 10s ./internal/gpuinfo
+	$(GO) test $(FUZZ) -fuzz FuzzReview -fuzztime 10s ./internal/admit
+	$(GO) test $(FUZZ) -fuzz FuzzSkim -fuzztime 10s ./internal/admit
 
 e2e: tools build ## End-to-end tests against kube-apiserver and etcd built from source
 	$(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e/ 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go'
@@ -48,8 +52,9 @@ bench: tools build ## Benchmarks: handler vs the idiomatic way, served throughpu
 	$(GO) run ./test/bench
 
 fuzz: ## Run the fuzz targets longer
-	$(GO) test -run '^$$' -fuzz FuzzInfer -fuzztime 2m ./internal/gpuinfo
-	$(GO) test -run '^$$' -fuzz FuzzReview -fuzztime 2m ./internal/admit
+	$(GO) test $(FUZZ) -fuzz FuzzInfer -fuzztime 2m ./internal/gpuinfo
+	$(GO) test $(FUZZ) -fuzz FuzzReview -fuzztime 2m ./internal/admit
+	$(GO) test $(FUZZ) -fuzz FuzzSkim -fuzztime 2m ./internal/admit
 
 tools: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl $(K8S_BIN)/etcd ## Build kube-apiserver, kubectl and etcd into bin/k8s
 

@@ -61,6 +61,7 @@ func throughAPIServer(r results, quick bool) error {
 	hook := cluster.Hook
 	cfg := rest.CopyConfig(cluster.Admin)
 	cfg.QPS, cfg.Burst = 5000, 5000
+	cfg.WarningHandler = rest.NoWarnings{} // thousands of nodes are warned about in the warn-only mode
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err

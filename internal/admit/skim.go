@@ -1,0 +1,414 @@
+package admit
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	admissionv1 "k8s.io/api/admission/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// skimReview reads an AdmissionReview the way the decision needs it, and no further: it
+// parses the members on the path to the request's fields and to the object's name, labels
+// and capacity, and jumps over every other value (the old object, images, conditions,
+// managedFields) by matching quotes and brackets, finding string ends with bytes.IndexByte.
+// That is most of a 15 KB node, and skipping it this way costs a fraction of decoding it.
+//
+// It checks the syntax of what it reads and the nesting of what it skips, not every byte it
+// skips: the apiserver's encoder never sends invalid JSON, and a body the skimmer cannot
+// follow is an error (HTTP 400), never a wrong answer. A differential fuzz test holds it to
+// the strict decoder (decodeReviewStrict) on every body the strict decoder accepts.
+func skimReview(body []byte, review *reviewIn) error {
+	s := skimmer{b: body}
+	err := s.object(func(key []byte) error {
+		switch string(key) {
+		case "apiVersion":
+			return s.str(&review.APIVersion)
+		case "kind":
+			return s.str(&review.Kind)
+		case "request":
+			if s.null() {
+				review.Request = nil
+				return nil
+			}
+			if review.Request == nil {
+				review.Request = new(requestIn)
+			}
+			return s.request(review.Request)
+		}
+		return s.skip()
+	})
+	if err == nil {
+		s.ws()
+		if s.i != len(s.b) {
+			err = s.errorf("data after the review")
+		}
+	}
+	return err
+}
+
+func (s *skimmer) request(r *requestIn) error {
+	return s.object(func(key []byte) error {
+		switch string(key) {
+		case "uid":
+			var v string
+			err := s.str(&v)
+			r.UID = types.UID(v)
+			return err
+		case "name":
+			return s.str(&r.Name)
+		case "operation":
+			var v string
+			err := s.str(&v)
+			r.Operation = admissionv1.Operation(v)
+			return err
+		case "kind":
+			return s.member("kind", &r.Kind.Kind)
+		case "resource":
+			return s.member("resource", &r.Resource.Resource)
+		case "dryRun":
+			return s.boolPtr(&r.DryRun)
+		case "object":
+			return s.node(&r.Object)
+		}
+		return s.skip()
+	})
+}
+
+// node reads the request's object: only metadata.name, metadata.labels and status.capacity.
+func (s *skimmer) node(o *objectIn) error {
+	s.ws()
+	if s.null() {
+		return nil
+	}
+	o.present = true
+	if s.peek() != '{' {
+		o.err = fmt.Errorf("the object is a JSON %s, not a Node", kindName(s.peek()))
+		return s.skip()
+	}
+	return s.object(func(key []byte) error {
+		switch string(key) {
+		case "metadata":
+			return s.objectOrNull(func(key []byte) error {
+				switch string(key) {
+				case "name":
+					return s.str(&o.node.Metadata.Name)
+				case "labels":
+					return s.stringMap(&o.node.Metadata.Labels)
+				}
+				return s.skip()
+			})
+		case "status":
+			return s.objectOrNull(func(key []byte) error {
+				if string(key) == "capacity" {
+					return s.capacity(&o.node.Status.Capacity)
+				}
+				return s.skip()
+			})
+		}
+		return s.skip()
+	})
+}
+
+func (s *skimmer) capacity(m *map[string]resource.Quantity) error {
+	if s.null() {
+		*m = nil
+		return nil
+	}
+	if *m == nil {
+		*m = map[string]resource.Quantity{}
+	}
+	return s.object(func(key []byte) error {
+		var v string
+		if err := s.str(&v); err != nil {
+			return err
+		}
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
+			return s.errorf("capacity %q: %v", key, err)
+		}
+		(*m)[string(key)] = q
+		return nil
+	})
+}
+
+func (s *skimmer) stringMap(m *map[string]string) error {
+	if s.null() {
+		*m = nil
+		return nil
+	}
+	if *m == nil {
+		*m = map[string]string{}
+	}
+	return s.object(func(key []byte) error {
+		var v string
+		if err := s.str(&v); err != nil {
+			return err
+		}
+		(*m)[string(key)] = v
+		return nil
+	})
+}
+
+// member reads one string member of a small object ({"group":"","version":"v1","kind":"Node"}).
+func (s *skimmer) member(name string, dst *string) error {
+	return s.objectOrNull(func(key []byte) error {
+		if string(key) == name {
+			return s.str(dst)
+		}
+		return s.skip()
+	})
+}
+
+// maxDepth bounds nesting, as the JSON decoders do.
+const maxDepth = 10000
+
+type skimmer struct {
+	b []byte
+	i int
+}
+
+var errTruncated = errors.New("unexpected end of JSON input")
+
+func (s *skimmer) errorf(format string, args ...any) error {
+	return fmt.Errorf("malformed AdmissionReview at byte %d: %s", s.i, fmt.Sprintf(format, args...))
+}
+
+func (s *skimmer) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+func (s *skimmer) peek() byte {
+	s.ws()
+	if s.i < len(s.b) {
+		return s.b[s.i]
+	}
+	return 0
+}
+
+// null consumes a null literal if one is next.
+func (s *skimmer) null() bool {
+	if s.peek() == 'n' && bytes.HasPrefix(s.b[s.i:], []byte("null")) {
+		s.i += 4
+		return true
+	}
+	return false
+}
+
+// object reads {"key": value, ...}, calling fn with each key positioned at its value.
+func (s *skimmer) object(fn func(key []byte) error) error {
+	if s.peek() != '{' {
+		return s.errorf("want an object")
+	}
+	s.i++
+	if s.peek() == '}' {
+		s.i++
+		return nil
+	}
+	for {
+		key, err := s.rawString()
+		if err != nil {
+			return err
+		}
+		if s.peek() != ':' {
+			return s.errorf("want ':'")
+		}
+		s.i++
+		s.ws()
+		if err := fn(key); err != nil {
+			return err
+		}
+		switch s.peek() {
+		case ',':
+			s.i++
+			s.ws()
+		case '}':
+			s.i++
+			return nil
+		default:
+			return s.errorf("want ',' or '}'")
+		}
+	}
+}
+
+func (s *skimmer) objectOrNull(fn func(key []byte) error) error {
+	if s.null() {
+		return nil
+	}
+	return s.object(fn)
+}
+
+// rawString reads a string and returns its decoded bytes; without escapes they alias the body.
+func (s *skimmer) rawString() ([]byte, error) {
+	if s.peek() != '"' {
+		return nil, s.errorf("want a string")
+	}
+	start := s.i + 1
+	end, err := s.stringEnd(start)
+	if err != nil {
+		return nil, err
+	}
+	s.i = end + 1
+	raw := s.b[start:end]
+	// A string the webhook keeps is checked as JSON requires: no control characters.
+	escaped := false
+	for _, c := range raw {
+		if c < 0x20 {
+			return nil, s.errorf("control character in string")
+		}
+		escaped = escaped || c == '\\'
+	}
+	if !escaped {
+		return raw, nil
+	}
+	var v string
+	if err := jsonv2.Unmarshal(s.b[start-1:end+1], &v); err != nil {
+		return nil, s.errorf("bad string: %v", err)
+	}
+	return []byte(v), nil
+}
+
+func (s *skimmer) str(dst *string) error {
+	if s.null() {
+		*dst = ""
+		return nil
+	}
+	b, err := s.rawString()
+	if err != nil {
+		return err
+	}
+	*dst = string(b)
+	return nil
+}
+
+func (s *skimmer) boolPtr(dst **bool) error {
+	s.ws()
+	switch {
+	case s.null():
+		*dst = nil
+	case bytes.HasPrefix(s.b[s.i:], []byte("true")):
+		s.i += 4
+		*dst = ptrTo(true)
+	case bytes.HasPrefix(s.b[s.i:], []byte("false")):
+		s.i += 5
+		*dst = ptrTo(false)
+	default:
+		return s.errorf("want a boolean")
+	}
+	return nil
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// stringEnd finds the closing quote of a string whose contents start at i: the first quote
+// not escaped by an odd run of backslashes. It looks at nothing else, so skipping a string
+// costs a few IndexByte calls.
+func (s *skimmer) stringEnd(i int) (int, error) {
+	for {
+		j := bytes.IndexByte(s.b[i:], '"')
+		if j < 0 {
+			return 0, errTruncated
+		}
+		j += i
+		k := j
+		for k > i && s.b[k-1] == '\\' {
+			k--
+		}
+		if (j-k)%2 == 0 {
+			return j, nil
+		}
+		i = j + 1
+	}
+}
+
+// skip jumps over one value of any kind.
+func (s *skimmer) skip() error {
+	depth := 0
+	for {
+		if s.i >= len(s.b) {
+			return errTruncated
+		}
+		c := s.b[s.i]
+		switch c {
+		case '"':
+			end, err := s.stringEnd(s.i + 1)
+			if err != nil {
+				return err
+			}
+			s.i = end + 1
+		case '{', '[':
+			if depth++; depth > maxDepth {
+				return s.errorf("nested too deeply")
+			}
+			s.i++
+			continue
+		case '}', ']':
+			if depth == 0 {
+				return s.errorf("unexpected %q", c)
+			}
+			depth--
+			s.i++
+		case ' ', '\t', '\n', '\r', ',', ':':
+			s.i++
+			continue
+		default:
+			// A number or a literal: up to the next delimiter.
+			start := s.i
+			for s.i < len(s.b) && !isDelimiter(s.b[s.i]) {
+				s.i++
+			}
+			if !validScalar(s.b[start:s.i]) {
+				return s.errorf("bad value %q", s.b[start:s.i])
+			}
+		}
+		if depth == 0 {
+			return nil
+		}
+	}
+}
+
+func isDelimiter(c byte) bool {
+	switch c {
+	case ',', '}', ']', ':', ' ', '\t', '\n', '\r', '"', '{', '[':
+		return true
+	}
+	return false
+}
+
+// validScalar accepts the literals and anything shaped like a JSON number.
+func validScalar(b []byte) bool {
+	switch string(b) {
+	case "true", "false", "null":
+		return true
+	case "":
+		return false
+	}
+	for _, c := range b {
+		if (c < '0' || c > '9') && c != '-' && c != '+' && c != '.' && c != 'e' && c != 'E' {
+			return false
+		}
+	}
+	return true
+}
+
+func kindName(c byte) string {
+	switch c {
+	case '"':
+		return "string"
+	case '[':
+		return "array"
+	case 't', 'f':
+		return "boolean"
+	}
+	return "number"
+}
