@@ -8,7 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"gomodules.xyz/jsonpatch/v2"
+	"github.com/go-json-experiment/json/jsontext"
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -152,7 +152,8 @@ func (h *Handler) decide(req *reviewRequest, n *nodeFields, nodeErr error) (admi
 	d := Decide(cfg, name, gpuinfo.Node{Labels: n.Metadata.Labels, Capacity: n.Status.Capacity}, h.Mutate)
 	resp.Warnings = append(resp.Warnings, d.Warnings()...)
 	if d.Action == ActionLabel {
-		resp.Patches = []jsonpatch.Operation{labelPatch(cfg.LabelKey, d.Value, n.Metadata.Labels != nil, d.Replace)}
+		resp.Patch = labelPatch(cfg.LabelKey, d.Value, n.Metadata.Labels != nil, d.Replace)
+		resp.PatchType = &jsonPatchType
 	}
 	for _, f := range d.Findings {
 		h.Metrics.finding(f.Reason)
@@ -169,17 +170,29 @@ func (h *Handler) decide(req *reviewRequest, n *nodeFields, nodeErr error) (admi
 	return resp, OutcomeNone
 }
 
-// labelPatch sets one label: it adds the key, replaces a wrong value, or creates
-// metadata.labels when the node has none.
-func labelPatch(key, value string, haveLabels, replace bool) jsonpatch.Operation {
+var jsonPatchType = admissionv1.PatchTypeJSONPatch
+
+// labelPatch is the JSON patch that sets one label: it adds the key, replaces a wrong value,
+// or creates metadata.labels when the node has none. It is written out directly: one small,
+// fixed shape, with keys and values quoted by the JSON encoder's own quoting.
+func labelPatch(key, value string, haveLabels, replace bool) []byte {
+	b := make([]byte, 0, 96+len(key)+len(value))
 	if !haveLabels {
-		return jsonpatch.NewOperation("add", "/metadata/labels", map[string]string{key: value})
+		b = append(b, `[{"op":"add","path":"/metadata/labels","value":{`...)
+		b, _ = jsontext.AppendQuote(b, key)
+		b = append(b, ':')
+		b, _ = jsontext.AppendQuote(b, value)
+		return append(b, "}}]"...)
 	}
 	op := "add"
 	if replace {
 		op = "replace"
 	}
-	return jsonpatch.NewOperation(op, "/metadata/labels/"+escapeJSONPointer(key), value)
+	b = append(b, `[{"op":"`+op+`","path":`...)
+	b, _ = jsontext.AppendQuote(b, "/metadata/labels/"+escapeJSONPointer(key))
+	b = append(b, `,"value":`...)
+	b, _ = jsontext.AppendQuote(b, value)
+	return append(b, "}]"...)
 }
 
 // escapeJSONPointer escapes a key for a JSON pointer (RFC 6901): ~ as ~0, / as ~1.

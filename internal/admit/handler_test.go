@@ -16,6 +16,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/testnode"
@@ -200,9 +201,7 @@ func withIT(n *corev1.Node, it string) *corev1.Node {
 func TestLabelPatchCreatesLabels(t *testing.T) {
 	node := testnode.Bare("x", nil)
 	node.Labels = nil
-	op := labelPatch(DefaultLabelKey, "a100", false, false)
-	patch, _ := json.Marshal([]any{op})
-	resp := &admissionv1.AdmissionResponse{Patch: patch, PatchType: ptr(admissionv1.PatchTypeJSONPatch)}
+	resp := &admissionv1.AdmissionResponse{Patch: labelPatch(DefaultLabelKey, "a100", false, false), PatchType: ptr(admissionv1.PatchTypeJSONPatch)}
 	if got := applied(t, node, resp); got.Labels[DefaultLabelKey] != "a100" {
 		t.Errorf("labels %v", got.Labels)
 	}
@@ -297,11 +296,38 @@ func TestHandleAsAdmissionHandler(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp := h.Handle(context.Background(), admission.Request{AdmissionRequest: *review.Request})
-	if !resp.Allowed || len(resp.Patches) != 1 || resp.Patches[0].Value != "a100" {
+	if !resp.Allowed || string(resp.Patch) != `[{"op":"add","path":"/metadata/labels/skypilot.co~1accelerator","value":"a100"}]` || *resp.PatchType != admissionv1.PatchTypeJSONPatch {
 		t.Errorf("response %+v", resp)
 	}
 	review.Request.Object.Raw = nil
 	if resp := h.Handle(context.Background(), admission.Request{AdmissionRequest: *review.Request}); !resp.Allowed || len(resp.Warnings) != 1 {
 		t.Errorf("no object: %+v", resp)
+	}
+}
+
+// The response review and the patch are written out by hand: they decode to exactly what was
+// meant, whatever the strings hold.
+func TestResponseEncoding(t *testing.T) {
+	tricky := []string{"plain", `quote " and \ backslash`, "tab\tnewline\ncontrol\x01", "ünïcödé ✓", "</script>&"}
+	for _, s := range tricky {
+		out := appendReview(nil, types.UID(s), labelPatch("ex~ample.com/"+s, s, true, true), []string{s, "second"})
+		var review admissionv1.AdmissionReview
+		if err := json.Unmarshal(out, &review); err != nil {
+			t.Fatalf("%q: %v: %s", s, err, out)
+		}
+		r := review.Response
+		if review.APIVersion != "admission.k8s.io/v1" || review.Kind != "AdmissionReview" || string(r.UID) != s || !r.Allowed ||
+			*r.PatchType != admissionv1.PatchTypeJSONPatch || len(r.Warnings) != 2 || r.Warnings[0] != s {
+			t.Errorf("%q: %+v", s, review)
+		}
+		var ops []struct{ Op, Path, Value string }
+		if err := json.Unmarshal(r.Patch, &ops); err != nil || len(ops) != 1 || ops[0].Op != "replace" ||
+			ops[0].Path != "/metadata/labels/ex~0ample.com~1"+strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1") || ops[0].Value != s {
+			t.Errorf("%q: patch %s", s, r.Patch)
+		}
+	}
+	var bare admissionv1.AdmissionReview
+	if err := json.Unmarshal(appendReview(nil, "u", nil, nil), &bare); err != nil || bare.Response.Patch != nil || bare.Response.Warnings != nil || !bare.Response.Allowed {
+		t.Errorf("bare response: %+v %v", bare.Response, err)
 	}
 }

@@ -1,7 +1,7 @@
 package admit
 
 import (
-	"encoding/json"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -11,10 +11,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
 // MaxBodyBytes bounds a review's size. The apiserver's own limit on an object is 3 MiB and a
@@ -80,26 +80,38 @@ func (rh *ReviewHandler) serve(w http.ResponseWriter, r *http.Request) (int, err
 	}
 	req := review.Request
 	resp, _ := rh.Handler.review(&req.reviewRequest, &req.Object.node, req.Object.err)
-	resp.Allowed = true // whatever a handler says, a Node write is never denied
-	resp.Result = nil
-	if err := resp.Complete(admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{UID: req.UID}}); err != nil {
-		// The patch could not be encoded: allow unchanged rather than fail.
-		resp = admission.Allowed("")
-		resp.UID = req.UID
-	}
-	out, err := json.Marshal(admissionv1.AdmissionReview{
-		TypeMeta: metav1.TypeMeta{APIVersion: reviewAPIVersion, Kind: "AdmissionReview"},
-		Response: &resp.AdmissionResponse,
-	})
-	if err != nil {
-		return http.StatusInternalServerError, fmt.Errorf("encoding response: %w", err)
-	}
+	out := appendReview(make([]byte, 0, 512), req.UID, resp.Patch, resp.Warnings)
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(out)
 	return http.StatusOK, nil
 }
 
 var reviewAPIVersion = admissionv1.SchemeGroupVersion.String()
+
+// appendReview writes the response review. It always allows, whatever a handler said: a Node
+// write is never denied. The shape is small and fixed, so it is written out directly; strings
+// are quoted by the JSON encoder's own quoting.
+func appendReview(b []byte, uid types.UID, patch []byte, warnings []string) []byte {
+	b = append(b, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":`...)
+	b, _ = jsontext.AppendQuote(b, string(uid))
+	b = append(b, `,"allowed":true`...)
+	if len(patch) > 0 {
+		b = append(b, `,"patchType":"JSONPatch","patch":"`...)
+		b = base64.StdEncoding.AppendEncode(b, patch)
+		b = append(b, '"')
+	}
+	if len(warnings) > 0 {
+		b = append(b, `,"warnings":[`...)
+		for i, w := range warnings {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b, _ = jsontext.AppendQuote(b, w)
+		}
+		b = append(b, ']')
+	}
+	return append(b, "}}"...)
+}
 
 // reviewRequest is the part of an AdmissionRequest the webhook reads.
 type reviewRequest struct {
