@@ -30,7 +30,6 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/yaml"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/certs"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
@@ -481,10 +480,4 @@ func FreePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
-}
-
-// MarshalYAML is a helper for the demo's output.
-func MarshalYAML(v any) string {
-	b, _ := yaml.Marshal(v)
-	return string(b)
 }
