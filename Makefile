@@ -5,7 +5,8 @@ K8S_BIN     := $(BIN)/k8s
 K8S_VERSION := v1.37.2
 IMAGE       ?= gpu-label-webhook:latest
 # The one build command: `make build` and the Dockerfile both run it.
-BUILD_CMD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/webhook ./cmd/webhook
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+BUILD_CMD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X github.com/gpu-label-webhook/gpu-label-webhook/cmd/webhook/app.version=$(VERSION)" -o $(BIN)/webhook ./cmd/webhook
 # Unstamped, kubectl and the apiserver report v0.0.0-master, which clients fail to parse.
 K8S_LDFLAGS := -s -w $(foreach kv,gitVersion=$(K8S_VERSION) gitMajor=1 gitMinor=37 gitTreeState=clean gitCommit=0000000000000000000000000000000000000000 buildDate=2026-01-01T00:00:00Z,-X k8s.io/component-base/version.$(kv))
 

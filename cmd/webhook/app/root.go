@@ -65,6 +65,6 @@ func NewRootCommand(s streams) *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newExplainCommand(s), newServeCommand(s), newCheckCommand(s), newLabelCommand(s),
-		newCertsCommand(s), newManifestsCommand(s))
+		newCertsCommand(s), newManifestsCommand(s), newVersionCommand(s))
 	return root
 }
