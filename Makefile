@@ -18,7 +18,7 @@ export KUBEBUILDER_ASSETS := $(abspath $(K8S_BIN))
 .PHONY: help build test unit e2e verify manifests demo bench fuzz tools docker-build deploy undeploy clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 build: ## Build bin/webhook (static)
 	$(BUILD_CMD)
