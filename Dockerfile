@@ -5,7 +5,8 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN make build
+ARG VERSION=devel
+RUN make build VERSION=${VERSION}
 
 FROM gcr.io/distroless/static:nonroot
 COPY --from=build /src/bin/webhook /webhook

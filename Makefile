@@ -68,7 +68,7 @@ $(K8S_BIN)/etcd: test/tools/etcd/go.mod test/tools/etcd/go.sum
 	cd test/tools/etcd && $(GO) build -trimpath -ldflags "-s -w" -o $(abspath $(K8S_BIN))/etcd go.etcd.io/etcd/server/v3
 
 docker-build: ## Build the image (needs a Docker engine)
-	docker build -t $(IMAGE) .
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
 
 deploy: ## Install with cert-manager
 	kubectl apply -k manifests/overlays/cert-manager
