@@ -10,6 +10,8 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
 )
 
 // skimReview reads an AdmissionReview the way the decision needs it, and no further: it
@@ -24,7 +26,7 @@ import (
 // the strict decoder (decodeReviewStrict) on every body the strict decoder accepts.
 func skimReview(body []byte, review *reviewIn) error {
 	s := skimmer{b: body}
-	err := s.object(func(key []byte) error {
+	err := s.objectOrNull(func(key []byte) error {
 		switch string(key) {
 		case "apiVersion":
 			return s.str(&review.APIVersion)
@@ -127,7 +129,7 @@ func (s *skimmer) capacity(m *map[string]resource.Quantity) error {
 		if err := s.str(&v); err != nil {
 			return err
 		}
-		q, err := resource.ParseQuantity(v)
+		q, err := gpuinfo.ParseQuantity(v)
 		if err != nil {
 			return s.errorf("capacity %q: %v", key, err)
 		}

@@ -9,12 +9,27 @@ import (
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 	admissionv1 "k8s.io/api/admission/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/testnode"
 )
 
-// strictObject decodes the object with the strict JSON v2 decoder, for the oracle.
+// strictObject decodes the object with the strict JSON v2 decoder, for the oracle. Capacity
+// is read as strings and parsed with the same guard the skimmer uses: resource.Quantity's own
+// decoder would compute for minutes on a huge exponent.
 type strictObject struct{ objectIn }
+
+type strictNode struct {
+	Metadata struct {
+		Name   string            `json:"name"`
+		Labels map[string]string `json:"labels"`
+	} `json:"metadata"`
+	Status struct {
+		Capacity map[string]string `json:"capacity"`
+	} `json:"status"`
+}
 
 func (o *strictObject) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
 	switch dec.PeekKind() {
@@ -23,7 +38,22 @@ func (o *strictObject) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
 		return err
 	case '{':
 		o.present = true
-		return jsonv2.UnmarshalDecode(dec, &o.node)
+		var n strictNode
+		if err := jsonv2.UnmarshalDecode(dec, &n); err != nil {
+			return err
+		}
+		o.node.Metadata.Name, o.node.Metadata.Labels = n.Metadata.Name, n.Metadata.Labels
+		if n.Status.Capacity != nil {
+			o.node.Status.Capacity = map[string]resource.Quantity{}
+		}
+		for k, v := range n.Status.Capacity {
+			q, err := gpuinfo.ParseQuantity(v)
+			if err != nil {
+				return err
+			}
+			o.node.Status.Capacity[k] = q
+		}
+		return nil
 	}
 	o.present = true
 	o.err = fmt.Errorf("not an object")
@@ -135,6 +165,7 @@ func FuzzSkim(f *testing.F) {
 	f.Add(testnode.Review("u1", admissionv1.Create, "", testnode.Realistic("n1", "p4d.24xlarge", 8), nil, "admin", false))
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"a\"b","object":{"metadata":{"labels":{"k":"v\\"}}}}}`))
 	f.Add([]byte(`{"request":{"object":"x","oldObject":[1,2,{"a":null}]}}`))
+	f.Add([]byte(`{"request":{"uid":"x","object":{"status":{"capacity":{"nvidia.com/gpu":"66666666666666666666E66666666666"}}}}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var got reviewIn
 		skimErr := skimReview(body, &got)

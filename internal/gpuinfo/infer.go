@@ -1,6 +1,8 @@
 package gpuinfo
 
 import (
+	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -201,9 +203,42 @@ func (in *Inference) readCapacity(capacity map[string]resource.Quantity) {
 		in.MIG = in.MIG || strings.HasPrefix(name, "nvidia.com/mig-")
 		in.Shared = in.Shared || strings.HasSuffix(name, ".shared")
 		if in.Kind == "" || rankResource(kind, name) < rankResource(in.Kind, in.Resource) {
-			in.Kind, in.Resource, in.Count = kind, name, q.Value()
+			in.Kind, in.Resource, in.Count = kind, name, deviceCount(q)
 		}
 	}
+}
+
+// ParseQuantity parses a capacity quantity, first refusing what resource.ParseQuantity would
+// spend minutes on: a decimal exponent of more than two digits (1E66666666666) or a string
+// longer than any real quantity. Device counts never have exponents.
+func ParseQuantity(s string) (resource.Quantity, error) {
+	if len(s) > 40 {
+		return resource.Quantity{}, fmt.Errorf("quantity %.40q... is longer than 40 characters", s)
+	}
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		exp := strings.TrimLeft(s[i+1:], "+-")
+		if len(exp) > 2 && strings.Trim(exp, "0123456789") == "" {
+			return resource.Quantity{}, fmt.Errorf("quantity %q: exponent out of range", s)
+		}
+	}
+	return resource.ParseQuantity(s)
+}
+
+// deviceCount reads a device quantity as a whole number, rounded up, without materialising
+// it: Value() on a quantity such as 1E66666666666 computes every digit and never returns.
+// Counts beyond int64 read as MaxInt64.
+func deviceCount(q resource.Quantity) int64 {
+	if n, ok := q.AsInt64(); ok {
+		return n
+	}
+	f := math.Ceil(q.AsApproximateFloat64())
+	switch {
+	case math.IsNaN(f) || f <= 0:
+		return 0
+	case f >= math.MaxInt64:
+		return math.MaxInt64
+	}
+	return int64(f)
 }
 
 // rankResource orders resource names so the choice does not depend on map order.
@@ -258,13 +293,34 @@ func (in *Inference) resolve() {
 // splitProduct removes GPU Feature Discovery's MIG and sharing suffixes from a product name.
 func splitProduct(v string) (product string, mig, shared bool) {
 	product = v
-	if i := strings.Index(strings.ToUpper(product), "-MIG-"); i >= 0 {
+	if i := indexFoldASCII(product, "-MIG-"); i >= 0 {
 		product, mig = product[:i], true
 	}
 	if s, ok := strings.CutSuffix(product, "-SHARED"); ok {
 		product, shared = s, true
 	}
 	return product, mig, shared
+}
+
+// indexFoldASCII finds an ASCII substring, ignoring ASCII case, by byte offset in s itself:
+// upper-casing s first would change the length of non-ASCII text and misplace the offset.
+func indexFoldASCII(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		j := 0
+		for ; j < len(sub); j++ {
+			c := s[i+j]
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			if c != sub[j] {
+				break
+			}
+		}
+		if j == len(sub) {
+			return i
+		}
+	}
+	return -1
 }
 
 // matchProduct finds the model a product string (NVML name, CoreWeave class, AMD product

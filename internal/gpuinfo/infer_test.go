@@ -1,9 +1,11 @@
 package gpuinfo
 
 import (
+	"math"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -349,6 +351,54 @@ func TestSanitizeLabelValue(t *testing.T) {
 	}
 }
 
+func TestSplitProductKeepsOffsetsInNonASCIIText(t *testing.T) {
+	// Found by FuzzInfer: upper-casing this string changes its length.
+	product, mig, _ := splitProduct("NVIDIA-A100-\u0131\u0131\u0131-SXM4-80GB-mig-1g.10gb")
+	if !mig || product != "NVIDIA-A100-\u0131\u0131\u0131-SXM4-80GB" {
+		t.Errorf("got %q mig=%v", product, mig)
+	}
+	if i := indexFoldASCII("ab-Mig-", "-MIG-"); i != 2 {
+		t.Errorf("index %d", i)
+	}
+}
+
+// Found by FuzzInfer: a quantity with a huge exponent must not be materialised.
+func TestHugeAndFractionalCapacity(t *testing.T) {
+	for q, want := range map[string]int64{"8": 8, "500m": 1, "1500m": 2, "66666666666666666666E66": math.MaxInt64, "9223372036854775807": math.MaxInt64, "1e18": 1e18} {
+		done := make(chan int64, 1)
+		go func() { done <- Default().Infer(Node{Capacity: caps("nvidia.com/gpu", q)}).Count }()
+		select {
+		case got := <-done:
+			if got != want {
+				t.Errorf("%s: count %d, want %d", q, got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: Infer did not return", q)
+		}
+	}
+}
+
+// Found by FuzzInfer: resource.ParseQuantity computes for minutes on a huge exponent.
+func TestParseQuantityRefusesWhatWouldHang(t *testing.T) {
+	for _, bad := range []string{"66666666666666666666E66666666666", "1e999", "1E-999", strings.Repeat("9", 41)} {
+		done := make(chan error, 1)
+		go func() { _, err := ParseQuantity(bad); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("%.20q accepted", bad)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%.20q: did not return", bad)
+		}
+	}
+	for _, good := range []string{"8", "1Ei", "2E", "1e3", "104845292Ki", "500m", "1E+18"} {
+		if _, err := ParseQuantity(good); err != nil {
+			t.Errorf("%s: %v", good, err)
+		}
+	}
+}
+
 func FuzzInfer(f *testing.F) {
 	f.Add(LabelGFDProduct, "NVIDIA-A100-SXM4-80GB-MIG-1g.10gb", "nvidia.com/gpu", "8", "p4d.24xlarge")
 	f.Add(LabelKarpenterGPUName, "a100", "amd.com/gpu", "1", "Standard_ND96isr_H100_v5")
@@ -357,7 +407,7 @@ func FuzzInfer(f *testing.F) {
 	kb := Default()
 	f.Fuzz(func(t *testing.T, key, value, res, qty, instanceType string) {
 		n := Node{Labels: map[string]string{key: value, LabelInstanceType: instanceType}}
-		if q, err := resource.ParseQuantity(qty); err == nil {
+		if q, err := ParseQuantity(qty); err == nil {
 			n.Capacity = map[string]resource.Quantity{res: q}
 		}
 		a, b := kb.Infer(n), kb.Infer(n)
