@@ -13,6 +13,7 @@ import (
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/configsrc"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/report"
 )
 
@@ -140,6 +141,23 @@ func ReadNodes(r io.Reader) ([]corev1.Node, error) {
 }
 
 func decodeNode(raw []byte) (corev1.Node, error) {
+	// Quantities first, through the guard: resource.Quantity's own decoder computes for
+	// minutes on a huge exponent.
+	var q struct {
+		Status struct {
+			Capacity, Allocatable map[string]any
+		} `json:"status"`
+	}
+	_ = json.Unmarshal(raw, &q)
+	for field, m := range map[string]map[string]any{"capacity": q.Status.Capacity, "allocatable": q.Status.Allocatable} {
+		for k, v := range m {
+			if s, ok := v.(string); ok {
+				if _, err := gpuinfo.ParseQuantity(s); err != nil {
+					return corev1.Node{}, fmt.Errorf("status.%s[%s]: %w", field, k, err)
+				}
+			}
+		}
+	}
 	var n corev1.Node
 	if err := json.Unmarshal(raw, &n); err != nil {
 		return n, fmt.Errorf("not a valid Node: %w", err)

@@ -123,11 +123,12 @@ func TestExplainBadInput(t *testing.T) {
 		want  string
 		nodes int
 	}{
-		"not YAML":                {input: "{{{not yaml", want: "document 1: not YAML or JSON"},
-		"not a Node":              {input: "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n---\n" + nodesYAML, want: `document 1: kind "Pod" is not a Node`, nodes: 2},
-		"a List of Pods":          {input: "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {name: p}}\n", want: `document 1, item 0: kind "Pod" is not a Node`},
-		"a Node without a name":   {input: "apiVersion: v1\nkind: Node\nmetadata: {}\n---\n" + nodesYAML, want: "no metadata.name", nodes: 2},
-		"a Node with a bad field": {input: "apiVersion: v1\nkind: Node\nmetadata: {name: x}\nstatus: {capacity: {nvidia.com/gpu: lots}}\n", want: "document 1: not a valid Node"},
+		"not YAML":                   {input: "{{{not yaml", want: "document 1: not YAML or JSON"},
+		"not a Node":                 {input: "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n---\n" + nodesYAML, want: `document 1: kind "Pod" is not a Node`, nodes: 2},
+		"a List of Pods":             {input: "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {name: p}}\n", want: `document 1, item 0: kind "Pod" is not a Node`},
+		"a Node without a name":      {input: "apiVersion: v1\nkind: Node\nmetadata: {}\n---\n" + nodesYAML, want: "no metadata.name", nodes: 2},
+		"a Node with a bad field":    {input: "apiVersion: v1\nkind: Node\nmetadata: {name: x}\nstatus: {capacity: {nvidia.com/gpu: lots}}\n", want: "document 1: status.capacity[nvidia.com/gpu]"},
+		"a quantity that would hang": {input: "apiVersion: v1\nkind: Node\nmetadata: {name: x}\nstatus: {allocatable: {nvidia.com/gpu: '1E999999999'}}\n---\n" + nodesYAML, want: "exponent out of range", nodes: 2},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
