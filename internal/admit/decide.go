@@ -84,21 +84,24 @@ func Decide(cfg *Config, name string, node gpuinfo.Node, mayMutate bool) Decisio
 	d.Current, d.HasLabel = node.Labels[cfg.LabelKey]
 	d.Value = in.Value()
 	auto := mayMutate && cfg.AutoLabel && cfg.NodeSelector.Matches(labels.Set(node.Labels))
-	key, evidence := cfg.LabelKey, describeEvidence(in)
+	key := cfg.LabelKey
+	// The evidence is described only for a message that uses it: a correctly labeled node,
+	// the common case on the admission path, needs none.
+	evidence := func() string { return describeEvidence(in) }
 
 	switch {
 	case !d.HasLabel && d.Value != "":
 		if auto {
 			d.Action = ActionLabel
-			d.add(ReasonLabeled, "labeled node %s %s=%s (%s)", name, key, d.Value, evidence)
+			d.add(ReasonLabeled, "labeled node %s %s=%s (%s)", name, key, d.Value, evidence())
 		} else {
 			d.add(ReasonLabelMissing, "node %s has GPUs (%s) but no %s label; fix: kubectl label node %s %s=%s",
-				name, evidence, key, name, key, d.Value)
+				name, evidence(), key, name, key, d.Value)
 			d.add(ReasonLabelMissing, "%s", cfg.optInHint(mayMutate, node.Labels))
 		}
 	case !d.HasLabel:
 		d.add(ReasonModelUnknown, "node %s has GPUs (%s) but its model is unknown; label it: kubectl label node %s %s=<model>, or add its instance type to the webhook config",
-			name, evidence, name, key)
+			name, evidence(), name, key)
 	case !validValue(d.Current):
 		if d.Value != "" && auto && cfg.Overwrite {
 			d.Action, d.Replace = ActionLabel, true
@@ -110,10 +113,10 @@ func Decide(cfg *Config, name string, node gpuinfo.Node, mayMutate bool) Decisio
 	case d.Value != "" && d.Current != d.Value:
 		if auto && cfg.Overwrite {
 			d.Action, d.Replace = ActionLabel, true
-			d.add(ReasonLabeled, "corrected node %s %s=%s (was %s; %s)", name, key, d.Value, d.Current, evidence)
+			d.add(ReasonLabeled, "corrected node %s %s=%s (was %s; %s)", name, key, d.Value, d.Current, evidence())
 		} else {
 			d.add(ReasonLabelMismatch, "node %s label %s=%s disagrees with the evidence (%s); fix: kubectl label node %s %s=%s --overwrite",
-				name, key, d.Current, evidence, name, key, d.Value)
+				name, key, d.Current, evidence(), name, key, d.Value)
 		}
 	}
 	for _, c := range in.Conflicts {

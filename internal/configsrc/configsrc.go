@@ -43,11 +43,11 @@ func ReadFile(path string) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ParseManifest(raw)
+	return parseManifest(raw)
 }
 
-// ParseManifest reads the data of a ConfigMap manifest.
-func ParseManifest(raw []byte) (map[string]string, error) {
+// parseManifest reads the data of a ConfigMap manifest.
+func parseManifest(raw []byte) (map[string]string, error) {
 	var cm corev1.ConfigMap
 	if err := yaml.UnmarshalStrict(raw, &cm); err != nil {
 		return nil, fmt.Errorf("not a ConfigMap manifest: %w", err)
