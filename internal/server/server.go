@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -37,6 +38,7 @@ type Options struct {
 	CertDir       string // holds tls.crt and tls.key, reloaded on change
 	HealthAddr    string // /healthz and /readyz over plain HTTP; "" turns it off
 	MetricsAddr   string // /metrics over plain HTTP; "" turns it off
+	PprofAddr     string // Go's /debug/pprof over plain HTTP; "" (the default) turns it off
 	TLSMinVersion uint16
 	ClientCAFile  string // when set, clients must present a certificate signed by it
 	EnableHTTP2   bool
@@ -126,11 +128,16 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	if o.RESTConfig != nil {
-		cs, err := kubernetes.NewForConfig(o.RESTConfig)
+		// Events are best-effort: their client writes at most eventQPS a second (bursts of
+		// eventBurst), so a scale-up of thousands of nodes never floods the apiserver; the
+		// queue absorbs a burst and drops (and counts) what does not fit.
+		evCfg := rest.CopyConfig(o.RESTConfig)
+		evCfg.QPS, evCfg.Burst = eventQPS, eventBurst
+		cs, err := kubernetes.NewForConfig(evCfg)
 		if err != nil {
 			return err
 		}
-		ev := admit.NewEvents(eventPoster(cs, o.EventsNamespace, o.PodName), o.EventWindow, 1000, metrics)
+		ev := admit.NewEvents(eventPoster(cs, o.EventsNamespace, o.PodName), o.EventWindow, eventQueue, metrics)
 		ev.Log = log
 		go ev.Run(runCtx)
 		events = ev
@@ -202,6 +209,12 @@ func Run(ctx context.Context, o Options) error {
 		m.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		servers = append(servers, plainServer(o.MetricsAddr, m, errc))
 	}
+	if o.PprofAddr != "" {
+		p := chi.NewRouter()
+		p.Mount("/debug", middleware.Profiler())
+		servers = append(servers, plainServer(o.PprofAddr, p, errc))
+		log.Info("serving /debug/pprof", "addr", o.PprofAddr)
+	}
 	if o.Ready != nil {
 		go func() {
 			for ready() != nil {
@@ -272,6 +285,13 @@ func (o *Options) tlsConfig(cw *certwatcher.CertWatcher) (*tls.Config, error) {
 
 // eventPoster writes Events about Nodes, naming the node as kubelets do (the UID is the
 // node's name) so that `kubectl describe node` lists them.
+// The Event client's rate and queue.
+const (
+	eventQPS   = 5
+	eventBurst = 10
+	eventQueue = 1000
+)
+
 func eventPoster(cs kubernetes.Interface, namespace, pod string) admit.EventPoster {
 	return func(ctx context.Context, node string, f admit.Finding) error {
 		now := metav1.Now()

@@ -147,6 +147,31 @@ func TestServesAndIsReady(t *testing.T) {
 	}
 }
 
+// Profiling is served only when asked for, on its own plain-HTTP address, never on the
+// admission port.
+func TestPprofOnlyWhenAsked(t *testing.T) {
+	r := start(t, "", nil)
+	resp, err := r.client(nil).Get("https://" + r.addr + "/debug/pprof/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		t.Errorf("admission port serves /debug/pprof/ without --pprof-addr")
+	}
+	addr := freeAddr(t)
+	start(t, "", func(o *Options) { o.PprofAddr = addr })
+	resp, err = http.Get("http://" + addr + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("goroutine profile")) {
+		t.Errorf("--pprof-addr: status %d, body %.80q", resp.StatusCode, body)
+	}
+}
+
 func TestTLSPolicy(t *testing.T) {
 	r := start(t, "", nil)
 	if _, err := post(r.client(func(c *tls.Config) { c.MaxVersion = tls.VersionTLS11; c.MinVersion = tls.VersionTLS10 }), r.addr); err == nil {

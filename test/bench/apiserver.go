@@ -3,7 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/gpu-label-webhook/gpu-label-webhook/certs"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/testnode"
 	"github.com/gpu-label-webhook/gpu-label-webhook/test/e2e/env"
@@ -51,9 +59,20 @@ func parallel(n int, fn func(i int) error) (time.Duration, error) {
 // throughAPIServer creates GPU nodes through a real apiserver with and without the webhook
 // registered, alternating, and then sends routine status updates that the matchConditions
 // must keep from the webhook.
-func throughAPIServer(r results, quick bool) error {
+func throughAPIServer(r results, quick bool, profileDir string) error {
 	ctx := context.Background()
-	cluster, err := env.StartStack(ctx, env.Options{})
+	var opts env.Options
+	pprofURL := ""
+	if profileDir != "" {
+		ports, err := env.FreePorts(1)
+		if err != nil {
+			return err
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+		opts.WebhookArgs = []string{"--pprof-addr", addr}
+		pprofURL = "http://" + addr + "/debug/pprof/profile?seconds=2"
+	}
+	cluster, err := env.StartStack(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -74,46 +93,82 @@ func throughAPIServer(r results, quick bool) error {
 			return err
 		})
 	}
-	perPhase, rounds, updates := 1000, 2, 10000
+	perPhase, rounds, updates := 500, 4, 10000
 	if quick {
 		perPhase, rounds, updates = 100, 1, 500
 	}
 	if _, err := create("warmup", 100); err != nil {
 		return err
 	}
-	// Modes, run in turn each round so that drifts of the machine touch all of them: the
-	// default install (labels, one Event per labeled node), labeling without Events, and
-	// warn-only without Events (the cost of the call alone, without the apiserver applying a
-	// patch).
+	// The null webhooks, the floor any webhook on this path stands on: one that allows
+	// everything, and one that returns the same one-operation label patch ours does.
+	nullPlain, nullPatch, stopNulls, err := nullWebhooks(cluster.Dir)
+	if err != nil {
+		return err
+	}
+	defer stopNulls()
+	// Modes, run in turn each round so that drifts of the machine touch all of them: ours opted
+	// in (labels, and an Event per labeled node as far as the Event client's rate allows),
+	// labeling without Events, warn-only without Events (the call alone, with no patch for the
+	// apiserver to apply), and the two null webhooks with the same registration.
 	modes := []struct {
 		name   string
-		config map[string]string // nil: webhook not registered
+		hook   *nullHook         // a null webhook instead of ours
+		config map[string]string // ours, with this config; neither: no webhook registered
 	}{
-		{"without", nil},
-		{"with", map[string]string{admit.KeyAutoLabel: "true"}},
-		{"label_no_events", map[string]string{admit.KeyAutoLabel: "true", admit.KeyEvents: "false"}},
-		{"warn_only_no_events", map[string]string{admit.KeyAutoLabel: "false", admit.KeyEvents: "false"}},
+		{name: "without"},
+		{name: "with", config: map[string]string{admit.KeyAutoLabel: "true"}},
+		{name: "label_no_events", config: map[string]string{admit.KeyAutoLabel: "true", admit.KeyEvents: "false"}},
+		{name: "warn_only_no_events", config: map[string]string{admit.KeyAutoLabel: "false", admit.KeyEvents: "false"}},
+		{name: "null_patch", hook: nullPatch},
+		{name: "null", hook: nullPlain},
 	}
 	elapsed := map[string]time.Duration{}
+	procs := map[int]string{nullPlain.proc.cmd.Process.Pid: "null", nullPatch.proc.cmd.Process.Pid: "null"}
+	exes := []string{"kube-apiserver", "etcd", "webhook", "self"}
+	cpu := map[string]map[string]float64{}
 	for round := 0; round < rounds; round++ {
-		for _, m := range modes {
-			if m.config == nil {
-				if err := cluster.Unregister(ctx); err != nil {
-					return err
+		// Each round starts with another mode, so that none is always first after a switch.
+		for i := range modes {
+			m := modes[(i+round)%len(modes)]
+			var err error
+			switch {
+			case m.hook != nil:
+				err = cluster.RegisterMutating(ctx, &m.hook.Webhook)
+			case m.config != nil:
+				if err = cluster.SetConfigAndWait(ctx, hook, m.config); err == nil {
+					err = cluster.RegisterMutating(ctx, hook)
 				}
-			} else {
-				if err := cluster.SetConfigAndWait(ctx, hook, m.config); err != nil {
-					return err
-				}
-				if err := cluster.RegisterMutating(ctx, hook); err != nil {
-					return err
-				}
+			default:
+				err = cluster.Unregister(ctx)
+			}
+			if err != nil {
+				return err
+			}
+			before := cpuSeconds(procs, exes...)
+			var profiled chan error
+			if profileDir != "" && round == 0 {
+				profiled = make(chan error, 2)
+				go func(name string) { profiled <- apiserverProfile(cs, filepath.Join(profileDir, name+".pprof"), 2) }(m.name)
+				go func(name string) { profiled <- saveURL(pprofURL, filepath.Join(profileDir, name+"-webhook.pprof")) }(m.name)
 			}
 			d, err := create(fmt.Sprintf("%s-%d", strings.ReplaceAll(m.name, "_", "-"), round), perPhase)
 			if err != nil {
 				return err
 			}
+			after := cpuSeconds(procs, exes...)
+			if profiled != nil {
+				if err := errors.Join(<-profiled, <-profiled); err != nil {
+					return err
+				}
+			}
 			elapsed[m.name] += d
+			if cpu[m.name] == nil {
+				cpu[m.name] = map[string]float64{}
+			}
+			for p, v := range after {
+				cpu[m.name][p] += v - before[p]
+			}
 		}
 	}
 	if err := cluster.SetConfigAndWait(ctx, hook, map[string]string{admit.KeyAutoLabel: "true"}); err != nil {
@@ -123,14 +178,25 @@ func throughAPIServer(r results, quick bool) error {
 	for _, m := range modes[2:] {
 		r["apiserver_create_time_ratio_"+m.name] = round(elapsed[m.name].Seconds() / without.Seconds())
 	}
+	r["apiserver_create_time_ratio_vs_null_patch"] = round(with.Seconds() / elapsed["null_patch"].Seconds())
 	labeled, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: admit.DefaultLabelKey + "=a100"})
 	if err != nil {
 		return err
 	}
-	if got, want := len(labeled.Items), 2*perPhase*rounds; got != want {
+	// Ours labels in two modes; the patching null webhook in one.
+	if got, want := len(labeled.Items), 3*perPhase*rounds; got != want {
 		return fmt.Errorf("%d nodes labeled through the webhook, want %d", got, want)
 	}
 	r["apiserver_nodes_per_mode"] = perPhase * rounds
+	// CPU per created node, microseconds, by process and mode.
+	for _, m := range modes {
+		for p, v := range cpu[m.name] {
+			if m.hook != nil && p == "webhook" || m.hook == nil && p == "null" {
+				continue // not in the path in this mode
+			}
+			r[fmt.Sprintf("apiserver_cpu_us_per_node_%s_%s", m.name, strings.ReplaceAll(p, "-", "_"))] = int64(v * 1e6 / float64(perPhase*rounds))
+		}
+	}
 	r["apiserver_create_seconds_with"] = round(with.Seconds())
 	r["apiserver_create_seconds_without"] = round(without.Seconds())
 	r["apiserver_create_time_ratio"] = round(with.Seconds() / without.Seconds())
@@ -187,4 +253,70 @@ func apiserverMetric(cs kubernetes.Interface, name string) (float64, error) {
 		return 0, err
 	}
 	return env.SumMetric(bytes.NewReader(raw), name)
+}
+
+// apiserverProfile saves a CPU profile of the apiserver, taken through its /debug/pprof.
+func apiserverProfile(cs kubernetes.Interface, path string, seconds int) error {
+	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(seconds)).DoRaw(context.Background())
+	if err != nil {
+		return fmt.Errorf("apiserver profile: %w", err)
+	}
+	return os.WriteFile(path, raw, 0o644)
+}
+
+// nullHook is a null webhook running for the apiserver.
+type nullHook struct {
+	env.Webhook
+	proc *proc
+}
+
+// nullWebhooks starts the two null webhooks with certificates for 127.0.0.1 in a folder of dir.
+func nullWebhooks(dir string) (plain, patch *nullHook, stop func(), err error) {
+	certDir, err := os.MkdirTemp(dir, "null-certs-")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ca, _, err := certs.Generate(certDir, []string{"127.0.0.1"})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	ports, err := env.FreePorts(2)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var hooks []*nullHook
+	stop = func() {
+		for _, h := range hooks {
+			h.proc.stop()
+		}
+	}
+	for i, withPatch := range []bool{false, true} {
+		addr := fmt.Sprintf("127.0.0.1:%d", ports[i])
+		p, err := startNull(addr, certDir, pool, withPatch)
+		if err != nil {
+			stop()
+			return nil, nil, nil, err
+		}
+		hooks = append(hooks, &nullHook{Webhook: env.Webhook{URL: "https://" + addr, CA: ca.CertPEM()}, proc: p})
+	}
+	return hooks[0], hooks[1], stop, nil
+}
+
+// saveURL saves what a GET of url returns (the webhook's own profile).
+func saveURL(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
+	}
+	return os.WriteFile(path, b, 0o644)
 }

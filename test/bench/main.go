@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -41,40 +42,53 @@ type results map[string]any
 
 func main() {
 	null := flag.Bool("null-server", false, "run the null webhook (used by the benchmark itself)")
+	nullPatch := flag.Bool("patch", false, "the null webhook returns a fixed patch that adds the label")
 	addr := flag.String("addr", "", "null server address")
 	certDir := flag.String("cert-dir", "", "null server certificates")
 	quick := flag.Bool("quick", false, "shorter runs, for a smoke test")
+	profileDir := flag.String("apiserver-profiles", "", "save a CPU profile of the apiserver for each mode of the first round in this folder")
+	only := flag.String("only", "", "run one part: handler, served or apiserver (while working on it)")
 	flag.Parse()
 	if *null {
-		if err := runNull(*addr, *certDir); err != nil {
+		if err := runNull(*addr, *certDir, *nullPatch); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
 		return
 	}
-	if err := run(*quick); err != nil {
+	if err := run(*quick, *only, *profileDir); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(quick bool) error {
+func run(quick bool, only, profileDir string) error {
 	root, err := env.Root()
 	if err != nil {
 		return err
 	}
 	r := results{"machine": fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())}
-	tablesCost(r)
-	handlerCost(r, quick)
-	if err := served(r, root, quick); err != nil {
-		return fmt.Errorf("served throughput: %w", err)
+	part := func(name string) bool { return only == "" || only == name }
+	if part("handler") {
+		tablesCost(r)
+		handlerCost(r, quick)
 	}
-	if err := throughAPIServer(r, quick); err != nil {
-		return fmt.Errorf("through the apiserver: %w", err)
+	if part("served") {
+		if err := served(r, root, quick); err != nil {
+			return fmt.Errorf("served throughput: %w", err)
+		}
+	}
+	if part("apiserver") {
+		if err := throughAPIServer(r, quick, profileDir); err != nil {
+			return fmt.Errorf("through the apiserver: %w", err)
+		}
 	}
 	printTable(r)
 	b, _ := json.MarshalIndent(r, "", "  ")
 	path := filepath.Join(root, "bin", "bench.json")
+	if only != "" {
+		path = filepath.Join(root, "bin", "bench-"+only+".json")
+	}
 	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 		return err
 	}
@@ -137,26 +151,57 @@ func handlerCost(r results, quick bool) {
 	r["handler_alloc_bytes_ratio_vs_naive"] = round(maxBytes)
 }
 
-// runNull serves a null webhook on the server's own TLS and router stack: it reads the body
-// and returns a fixed allowed review.
-func runNull(addr, certDir string) error {
-	fixed := []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"b1","allowed":true}}`)
+// runNull serves a null webhook on the server's own TLS and router stack: it reads the body,
+// copies the request's uid (the apiserver refuses a response without it) and returns a fixed
+// allowed review; with patch, the review also carries a fixed JSON patch that adds the label,
+// the least any labeling webhook returns.
+func runNull(addr, certDir string, patch bool) error {
+	head := []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"`)
+	tail := []byte(`","allowed":true}}`)
+	if patch {
+		p := `[{"op":"add","path":"/metadata/labels/` + strings.ReplaceAll(admit.DefaultLabelKey, "/", "~1") + `","value":"a100"}]`
+		tail = []byte(`","allowed":true,"patchType":"JSONPatch","patch":"` + base64.StdEncoding.EncodeToString([]byte(p)) + `"}}`)
+	}
 	dir, err := os.MkdirTemp("", "null-config-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	var bufs sync.Pool
 	return server.Run(context.Background(), server.Options{
 		Addr: addr, CertDir: certDir, TLSMinVersion: tls.VersionTLS12, ConfigFile: filepath.Join(dir, "none.yaml"), ConfigPoll: time.Hour,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Routes: func(r chi.Router) {
 			r.Post(admit.PathMutate, func(w http.ResponseWriter, req *http.Request) {
-				_, _ = io.Copy(io.Discard, req.Body)
+				buf, _ := bufs.Get().(*bytes.Buffer)
+				if buf == nil {
+					buf = new(bytes.Buffer)
+				}
+				buf.Reset()
+				_, _ = buf.ReadFrom(req.Body)
+				body := buf.Bytes()
+				out := append(append([]byte(nil), head...), requestUID(body)...)
+				bufs.Put(buf)
 				w.Header().Set("Content-Type", "application/json")
-				_, _ = w.Write(fixed)
+				_, _ = w.Write(append(out, tail...))
 			})
 		},
 	})
+}
+
+// requestUID finds the first "uid" of a review: the request's, which the apiserver and the
+// test reviews write before the object.
+func requestUID(body []byte) []byte {
+	const key = `"uid":"`
+	i := bytes.Index(body, []byte(key))
+	if i < 0 {
+		return nil
+	}
+	rest := body[i+len(key):]
+	if j := bytes.IndexByte(rest, '"'); j >= 0 {
+		return rest[:j]
+	}
+	return nil
 }
 
 // proc is a server running as its own process.
@@ -201,6 +246,16 @@ func startProc(name string, args []string, addr string, pool *x509.CertPool) (*p
 	}
 	p.stop()
 	return nil, fmt.Errorf("%s did not start", name)
+}
+
+// startNull runs the null webhook (this program, re-executed) with the certificates in
+// certDir.
+func startNull(addr, certDir string, pool *x509.CertPool, patch bool) (*proc, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return startProc(self, []string{"-null-server", "-addr", addr, "-cert-dir", certDir, "-patch=" + strconv.FormatBool(patch)}, addr, pool)
 }
 
 func client(pool *x509.CertPool) *http.Client {
@@ -282,11 +337,7 @@ func served(r results, root string, quick bool) error {
 		return err
 	}
 	defer ours.stop()
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	null, err := startProc(self, []string{"-null-server", "-addr", nullAddr, "-cert-dir", dir}, nullAddr, pool)
+	null, err := startNull(nullAddr, dir, pool, false)
 	if err != nil {
 		return err
 	}
@@ -346,6 +397,12 @@ func printTable(r results) {
 		{"  seconds with / without", fmt.Sprintf("%v / %v", r["apiserver_create_seconds_with"], r["apiserver_create_seconds_without"]), ""},
 		{"  ratio labeling, Events off", fmt.Sprint(r["apiserver_create_time_ratio_label_no_events"]), ""},
 		{"  ratio warn-only (no patch), Events off", fmt.Sprint(r["apiserver_create_time_ratio_warn_only_no_events"]), ""},
+		{"  floor: null webhook returning the same patch, ratio", fmt.Sprint(r["apiserver_create_time_ratio_null_patch"]), ""},
+		{"  floor: null webhook without a patch, ratio", fmt.Sprint(r["apiserver_create_time_ratio_null"]), ""},
+		{"  ours (labeling, Events) vs the patching null webhook", fmt.Sprint(r["apiserver_create_time_ratio_vs_null_patch"]), ""},
+		{"  apiserver CPU us/node: none / null / null+patch / ours", fmt.Sprintf("%v / %v / %v / %v", r["apiserver_cpu_us_per_node_without_kube_apiserver"],
+			r["apiserver_cpu_us_per_node_null_kube_apiserver"], r["apiserver_cpu_us_per_node_null_patch_kube_apiserver"], r["apiserver_cpu_us_per_node_with_kube_apiserver"]), ""},
+		{"  webhook CPU us/call: ours / null+patch", fmt.Sprintf("%v / %v", r["apiserver_cpu_us_per_node_with_webhook"], r["apiserver_cpu_us_per_node_null_patch_null"]), ""},
 		{"apiserver: webhook calls for 10,000 routine status updates", fmt.Sprint(r["ignored_updates_webhook_calls"]), "target 0"},
 		{"  apiserver match-condition exclusions counted", fmt.Sprint(r["apiserver_match_condition_exclusions"]), ""},
 	}

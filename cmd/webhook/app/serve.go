@@ -24,6 +24,7 @@ type serveOptions struct {
 	port          int
 	certDir       string
 	healthAddr    string
+	pprofAddr     string
 	metricsAddr   string
 	kubeconfig    string
 	namespace     string
@@ -68,6 +69,7 @@ func newServeCommand(s streams) *cobra.Command {
 	f.StringVar(&o.certDir, "cert-dir", "/tmp/k8s-webhook-server/serving-certs", "folder holding tls.crt and tls.key (reloaded on change)")
 	f.StringVar(&o.healthAddr, "health-addr", ":8081", "address of /healthz and /readyz; empty turns them off")
 	f.StringVar(&o.metricsAddr, "metrics-addr", ":8080", "address of /metrics; empty turns it off")
+	f.StringVar(&o.pprofAddr, "pprof-addr", "", "address of Go's /debug/pprof, for profiling; empty (the default) turns it off; keep it on localhost")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; default: in-cluster config, or KUBECONFIG")
 	f.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", admit.DefaultNamespace), "namespace of the config ConfigMap and of Events")
 	f.StringVar(&o.configName, "config-name", admit.DefaultConfigName, "name of the config ConfigMap")
@@ -109,6 +111,7 @@ func (o *serveOptions) serverOptions(log *slog.Logger) (server.Options, error) {
 		Addr:            fmt.Sprintf(":%d", o.port),
 		CertDir:         o.certDir,
 		HealthAddr:      o.healthAddr,
+		PprofAddr:       o.pprofAddr,
 		MetricsAddr:     o.metricsAddr,
 		ClientCAFile:    o.clientCAFile,
 		EnableHTTP2:     o.enableHTTP2,

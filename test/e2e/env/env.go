@@ -71,6 +71,8 @@ type Options struct {
 	// WebhookClientCert makes the apiserver present a client certificate to webhooks (an
 	// AdmissionConfiguration kubeconfig), and StartWebhook require it (--client-ca-file).
 	WebhookClientCert bool
+	// WebhookArgs are added to the webhook's command line by StartStack.
+	WebhookArgs []string
 }
 
 // webhookClientAuth writes the apiserver's admission config: a kubeconfig whose user "*"
@@ -215,7 +217,7 @@ func StartStack(ctx context.Context, opts Options) (*Stack, error) {
 		c.Stop()
 		return nil, err
 	}
-	hook, err := c.StartWebhook()
+	hook, err := c.StartWebhook(opts.WebhookArgs...)
 	if err != nil {
 		c.Stop()
 		return nil, err
