@@ -188,7 +188,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	servers := []*http.Server{srv}
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	log.Info("serving admission webhooks", "addr", ln.Addr().String(), "paths", []string{admit.PathMutate, admit.PathValidate})
 
@@ -248,10 +248,17 @@ func Run(ctx context.Context, o Options) error {
 	return errors.Join(errs...)
 }
 
+// plainServer listens on addr before it returns, so that the server is reachable once Run
+// reports ready, and a bad address is an error at start-up.
 func plainServer(addr string, h http.Handler, errc chan<- error) *http.Server {
 	s := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		errc <- err
+		return s
+	}
 	go func() {
-		if err := s.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}()
