@@ -3,7 +3,9 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"syscall"
 	"testing"
+	"time"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -40,6 +42,65 @@ func TestHandlersAgree(t *testing.T) {
 				t.Errorf("%s %s: labels %v", hname, name, node.Metadata.Labels)
 			}
 		}
+	}
+}
+
+// The null webhook answers the request's uid, and its patch labels the node as ours does.
+func TestNullReview(t *testing.T) {
+	create, _ := reviews()
+	var sent admissionv1.AdmissionReview
+	if err := json.Unmarshal(create, &sent); err != nil {
+		t.Fatal(err)
+	}
+	for _, patch := range []bool{false, true} {
+		head, tail := nullReview(patch)
+		body := append(append(append([]byte(nil), head...), requestUID(create)...), tail...)
+		var got admissionv1.AdmissionReview
+		if err := json.Unmarshal(body, &got); err != nil || got.Response == nil || !got.Response.Allowed {
+			t.Fatalf("patch=%v: %s", patch, body)
+		}
+		if got.Response.UID != sent.Request.UID {
+			t.Errorf("patch=%v: uid %q, want %q", patch, got.Response.UID, sent.Request.UID)
+		}
+		if (got.Response.Patch != nil) != patch {
+			t.Fatalf("patch=%v: %s", patch, body)
+		}
+		if !patch {
+			continue
+		}
+		p, err := jsonpatch.DecodePatch(got.Response.Patch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := p.Apply(sent.Request.Object.Raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var node struct {
+			Metadata struct{ Labels map[string]string } `json:"metadata"`
+		}
+		_ = json.Unmarshal(out, &node)
+		if node.Metadata.Labels["skypilot.co/accelerator"] != "a100" {
+			t.Errorf("labels %v", node.Metadata.Labels)
+		}
+	}
+}
+
+// cpuSeconds agrees with the kernel's own account of this process (getrusage) while it works.
+func TestCPUSeconds(t *testing.T) {
+	rusage := func() float64 {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	}
+	before, ruBefore := cpuSeconds(nil, "self")["self"], rusage()
+	for rusage()-ruBefore < 0.3 {
+	}
+	got, want := cpuSeconds(nil, "self")["self"]-before, rusage()-ruBefore
+	if got < want-0.05 || got > want+0.05 {
+		t.Errorf("cpuSeconds counted %.3fs, getrusage %.3fs", got, want)
 	}
 }
 

@@ -156,12 +156,7 @@ func handlerCost(r results, quick bool) {
 // allowed review; with patch, the review also carries a fixed JSON patch that adds the label,
 // the least any labeling webhook returns.
 func runNull(addr, certDir string, patch bool) error {
-	head := []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"`)
-	tail := []byte(`","allowed":true}}`)
-	if patch {
-		p := `[{"op":"add","path":"/metadata/labels/` + strings.ReplaceAll(admit.DefaultLabelKey, "/", "~1") + `","value":"a100"}]`
-		tail = []byte(`","allowed":true,"patchType":"JSONPatch","patch":"` + base64.StdEncoding.EncodeToString([]byte(p)) + `"}}`)
-	}
+	head, tail := nullReview(patch)
 	dir, err := os.MkdirTemp("", "null-config-")
 	if err != nil {
 		return err
@@ -187,6 +182,17 @@ func runNull(addr, certDir string, patch bool) error {
 			})
 		},
 	})
+}
+
+// nullReview is the null webhook's fixed answer, in two parts around the request's uid.
+func nullReview(patch bool) (head, tail []byte) {
+	head = []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"`)
+	tail = []byte(`","allowed":true}}`)
+	if patch {
+		p := `[{"op":"add","path":"/metadata/labels/` + strings.ReplaceAll(admit.DefaultLabelKey, "/", "~1") + `","value":"a100"}]`
+		tail = []byte(`","allowed":true,"patchType":"JSONPatch","patch":"` + base64.StdEncoding.EncodeToString([]byte(p)) + `"}}`)
+	}
+	return head, tail
 }
 
 // requestUID finds the first "uid" of a review: the request's, which the apiserver and the
