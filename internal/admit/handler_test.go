@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/testnode"
@@ -201,7 +202,7 @@ func withIT(n *corev1.Node, it string) *corev1.Node {
 func TestLabelPatchCreatesLabels(t *testing.T) {
 	node := testnode.Bare("x", nil)
 	node.Labels = nil
-	resp := &admissionv1.AdmissionResponse{Patch: labelPatch(DefaultLabelKey, "a100", false, false), PatchType: ptr(admissionv1.PatchTypeJSONPatch)}
+	resp := &admissionv1.AdmissionResponse{Patch: labelPatch(DefaultLabelKey, "a100", false, false), PatchType: ptr.To(admissionv1.PatchTypeJSONPatch)}
 	if got := applied(t, node, resp); got.Labels[DefaultLabelKey] != "a100" {
 		t.Errorf("labels %v", got.Labels)
 	}
@@ -209,8 +210,6 @@ func TestLabelPatchCreatesLabels(t *testing.T) {
 		t.Errorf("escape: %s", esc)
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // Every malformed request gets a clear answer: an HTTP 4xx error the apiserver ignores under
 // failurePolicy: Ignore, or an allowing review with a warning. Never allowed: false.

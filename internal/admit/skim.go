@@ -10,6 +10,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
 )
@@ -353,17 +354,15 @@ func (s *skimmer) boolPtr(dst **bool) error {
 		*dst = nil
 	case bytes.HasPrefix(s.b[s.i:], []byte("true")):
 		s.i += 4
-		*dst = ptrTo(true)
+		*dst = ptr.To(true)
 	case bytes.HasPrefix(s.b[s.i:], []byte("false")):
 		s.i += 5
-		*dst = ptrTo(false)
+		*dst = ptr.To(false)
 	default:
 		return s.errorf("want a boolean")
 	}
 	return nil
 }
-
-func ptrTo[T any](v T) *T { return &v }
 
 // stringEnd finds the closing quote of a string whose contents start at i: the first quote
 // not escaped by an odd run of backslashes. It looks at nothing else, so skipping a string

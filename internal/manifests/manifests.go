@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
@@ -44,8 +45,6 @@ func meta(name string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Name: name, Namespace: Namespace, Labels: appLabels}
 }
 
-func ptr[T any](v T) *T { return &v }
-
 // MatchConditions are the CEL conditions both webhooks carry.
 func MatchConditions(labelKey string) []admissionregistrationv1.MatchCondition {
 	return []admissionregistrationv1.MatchCondition{
@@ -61,7 +60,7 @@ func Rules() []admissionregistrationv1.RuleWithOperations {
 		Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
 		Rule: admissionregistrationv1.Rule{
 			APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"nodes", "nodes/status"},
-			Scope: ptr(admissionregistrationv1.ClusterScope),
+			Scope: ptr.To(admissionregistrationv1.ClusterScope),
 		},
 	}}
 }
@@ -69,10 +68,10 @@ func Rules() []admissionregistrationv1.RuleWithOperations {
 // ClientConfig points at the Service, or at url when it is set (tests, local runs).
 func ClientConfig(path, url string, caBundle []byte) admissionregistrationv1.WebhookClientConfig {
 	if url != "" {
-		return admissionregistrationv1.WebhookClientConfig{URL: ptr(url + path), CABundle: caBundle}
+		return admissionregistrationv1.WebhookClientConfig{URL: ptr.To(url + path), CABundle: caBundle}
 	}
 	return admissionregistrationv1.WebhookClientConfig{
-		Service:  &admissionregistrationv1.ServiceReference{Namespace: Namespace, Name: Name, Path: ptr(path), Port: ptr(int32(443))},
+		Service:  &admissionregistrationv1.ServiceReference{Namespace: Namespace, Name: Name, Path: ptr.To(path), Port: ptr.To(int32(443))},
 		CABundle: caBundle,
 	}
 }
@@ -87,12 +86,12 @@ func Mutating(url string, caBundle []byte) *admissionregistrationv1.MutatingWebh
 			Name:                    "nodes.gpu-label-webhook.skypilot.co",
 			ClientConfig:            ClientConfig(admit.PathMutate, url, caBundle),
 			Rules:                   Rules(),
-			FailurePolicy:           ptr(admissionregistrationv1.Ignore),
-			MatchPolicy:             ptr(admissionregistrationv1.Equivalent),
-			SideEffects:             ptr(admissionregistrationv1.SideEffectClassNoneOnDryRun),
-			TimeoutSeconds:          ptr(int32(TimeoutSeconds)),
+			FailurePolicy:           ptr.To(admissionregistrationv1.Ignore),
+			MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
+			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNoneOnDryRun),
+			TimeoutSeconds:          ptr.To(int32(TimeoutSeconds)),
 			AdmissionReviewVersions: []string{"v1"},
-			ReinvocationPolicy:      ptr(admissionregistrationv1.IfNeededReinvocationPolicy),
+			ReinvocationPolicy:      ptr.To(admissionregistrationv1.IfNeededReinvocationPolicy),
 			MatchConditions:         MatchConditions(admit.DefaultLabelKey),
 		}},
 	}
@@ -107,10 +106,10 @@ func Audit(url string, caBundle []byte) *admissionregistrationv1.ValidatingWebho
 			Name:                    "audit.nodes.gpu-label-webhook.skypilot.co",
 			ClientConfig:            ClientConfig(admit.PathValidate, url, caBundle),
 			Rules:                   Rules(),
-			FailurePolicy:           ptr(admissionregistrationv1.Ignore),
-			MatchPolicy:             ptr(admissionregistrationv1.Equivalent),
-			SideEffects:             ptr(admissionregistrationv1.SideEffectClassNoneOnDryRun),
-			TimeoutSeconds:          ptr(int32(TimeoutSeconds)),
+			FailurePolicy:           ptr.To(admissionregistrationv1.Ignore),
+			MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
+			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNoneOnDryRun),
+			TimeoutSeconds:          ptr.To(int32(TimeoutSeconds)),
 			AdmissionReviewVersions: []string{"v1"},
 			MatchConditions:         MatchConditions(admit.DefaultLabelKey),
 		}},
@@ -150,7 +149,7 @@ func Base() []any {
 		&policyv1.PodDisruptionBudget{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "policy/v1", Kind: "PodDisruptionBudget"},
 			ObjectMeta: meta(Name),
-			Spec:       policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: appLabels}},
+			Spec:       policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: appLabels}},
 		},
 		&corev1.Service{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
@@ -194,18 +193,18 @@ func Deployment() *appsv1.Deployment {
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: meta(Name),
 		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr(int32(2)),
+			Replicas: ptr.To(int32(2)),
 			Selector: &metav1.LabelSelector{MatchLabels: appLabels},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: appLabels},
 				Spec: corev1.PodSpec{
 					ServiceAccountName:            Name,
 					PriorityClassName:             "system-cluster-critical",
-					TerminationGracePeriodSeconds: ptr(int64(30)),
+					TerminationGracePeriodSeconds: ptr.To(int64(30)),
 					SecurityContext: &corev1.PodSecurityContext{
-						RunAsNonRoot:   ptr(true),
-						RunAsUser:      ptr(int64(65532)),
-						RunAsGroup:     ptr(int64(65532)),
+						RunAsNonRoot:   ptr.To(true),
+						RunAsUser:      ptr.To(int64(65532)),
+						RunAsGroup:     ptr.To(int64(65532)),
 						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 					},
 					TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{
@@ -232,9 +231,9 @@ func Deployment() *appsv1.Deployment {
 							Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
 						},
 						SecurityContext: &corev1.SecurityContext{
-							AllowPrivilegeEscalation: ptr(false),
-							ReadOnlyRootFilesystem:   ptr(true),
-							RunAsNonRoot:             ptr(true),
+							AllowPrivilegeEscalation: ptr.To(false),
+							ReadOnlyRootFilesystem:   ptr.To(true),
+							RunAsNonRoot:             ptr.To(true),
 							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 							SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 						},

@@ -188,7 +188,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	servers := []*http.Server{srv}
-	errc := make(chan error, 4)
+	errc := make(chan error, 4) // at most one error from each server: admission, health, metrics, pprof
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	log.Info("serving admission webhooks", "addr", ln.Addr().String(), "paths", []string{admit.PathMutate, admit.PathValidate})
 
@@ -290,8 +290,6 @@ func (o *Options) tlsConfig(cw *certwatcher.CertWatcher) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// eventPoster writes Events about Nodes, naming the node as kubelets do (the UID is the
-// node's name) so that `kubectl describe node` lists them.
 // The Event client's rate and queue.
 const (
 	eventQPS   = 5
@@ -299,6 +297,8 @@ const (
 	eventQueue = 1000
 )
 
+// eventPoster writes Events about Nodes, naming the node as kubelets do (the UID is the
+// node's name) so that `kubectl describe node` lists them.
 func eventPoster(cs kubernetes.Interface, namespace, pod string) admit.EventPoster {
 	return func(ctx context.Context, node string, f admit.Finding) error {
 		now := metav1.Now()
