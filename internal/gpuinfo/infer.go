@@ -11,11 +11,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
-// Label keys other tools set, read as evidence.
+// Label keys the code refers to by name; labels.tsv lists every key inference reads.
 const (
 	LabelGFDProduct       = "nvidia.com/gpu.product"
 	LabelGFDPresent       = "nvidia.com/gpu.present"
 	LabelGFDCount         = "nvidia.com/gpu.count"
+	LabelGFDMemory        = "nvidia.com/gpu.memory"
 	LabelGKEAccelerator   = "cloud.google.com/gke-accelerator"
 	LabelKarpenterGPUName = "karpenter.k8s.aws/instance-gpu-name"
 	LabelKarpenterGPUMem  = "karpenter.k8s.aws/instance-gpu-memory"
@@ -31,8 +32,11 @@ const (
 	LabelInstanceTypeBeta = "beta.kubernetes.io/instance-type"
 )
 
-// Source names the evidence that decided a model. The order of the constants is the order
-// of trust: a device's own report first, the tables last.
+// countLabels give the number of devices where the instance-type tables do not, in order.
+var countLabels = []string{LabelKarpenterGPUCnt, LabelEKSGPUCnt, "karpenter.azure.com/sku-gpu-count", "aliyun.accelerator/nvidia_count"}
+
+// Source names the evidence that decided a model: a convention's source in labels.tsv, or one
+// of the sources below that are not labels. The conventions' order is the order of trust.
 type Source string
 
 const (
@@ -42,17 +46,13 @@ const (
 	SourceEKS          Source = "eks-auto-mode"
 	SourceCoreWeave    Source = "coreweave"
 	SourceAMD          Source = "amd-node-labeller"
+	SourceNFD          Source = "node-feature-discovery"
 	SourceConfig       Source = "config-instance-type"
 	SourceInstanceType Source = "instance-type"
-	SourceCapacity     Source = "capacity"
+	// SourceResource is a device plugin resource that names its model (KubeVirt's
+	// nvidia.com/GA100_A100_SXM4_40GB); it is the device's own report and comes first.
+	SourceResource Source = "device-plugin-resource"
 )
-
-// GPULabelKeys are the labels of other tools that show a node has an accelerator. The
-// webhook's matchConditions are generated from this list.
-var GPULabelKeys = []string{
-	LabelGFDProduct, LabelGFDPresent, LabelGKEAccelerator, LabelKarpenterGPUName,
-	LabelKarpenterAccName, LabelEKSGPUName, LabelCoreWeaveClass, LabelAMDProduct, LabelAMDProductBeta,
-}
 
 // Resource names in status.capacity that count as accelerators, by exact name or prefix.
 var (
@@ -62,9 +62,26 @@ var (
 	accPrefixes  = []string{"aws.amazon.com/neuron"}
 )
 
+// NamedResourcePattern matches the device plugin resources that name their model, as
+// NVIDIA's KubeVirt GPU device plugin makes them from the PCI device name
+// (nvidia.com/GA100_A100_SXM4_40GB) or the vGPU type (nvidia.com/GRID_T4-16Q). RE2, for CEL.
+const NamedResourcePattern = `^nvidia\.com/[A-Z][A-Z0-9]*_`
+
+func isNamedResource(name string) bool {
+	rest, ok := strings.CutPrefix(name, "nvidia.com/")
+	if !ok || rest == "" || rest[0] < 'A' || rest[0] > 'Z' {
+		return false
+	}
+	i := strings.IndexFunc(rest, func(r rune) bool { return (r < 'A' || r > 'Z') && (r < '0' || r > '9') })
+	return i > 0 && rest[i] == '_'
+}
+
 // ResourceKind tells whether a capacity resource name is a GPU, another accelerator, or
 // neither ("").
 func ResourceKind(name string) Kind {
+	if isNamedResource(name) {
+		return KindGPU
+	}
 	for _, k := range []struct {
 		kind            Kind
 		names, prefixes []string
@@ -78,8 +95,9 @@ func ResourceKind(name string) Kind {
 
 // Node is what inference reads of a Node.
 type Node struct {
-	Labels   map[string]string
-	Capacity map[string]resource.Quantity
+	Labels      map[string]string
+	Capacity    map[string]resource.Quantity
+	Allocatable map[string]resource.Quantity // read when Capacity shows no accelerator
 }
 
 // Evidence is one source's opinion of the model.
@@ -89,7 +107,11 @@ type Evidence struct {
 	Value  string `json:"value"`
 	Model  string `json:"model"`
 	model  *Model
+	names  bool // the evidence could have named a model: one it does not name is unrecognised
 }
+
+// Unrecognised says the evidence names a model the tables do not know.
+func (e Evidence) Unrecognised() bool { return e.model == nil && e.names }
 
 // Inference is what the knowledge base concludes about a node.
 type Inference struct {
@@ -131,53 +153,44 @@ func (in Inference) Value() string {
 func (kb *KB) Infer(n Node) Inference {
 	var in Inference
 	in.readCapacity(n.Capacity)
+	if in.Kind == "" {
+		// Some device plugins and node images leave capacity out of a status patch.
+		in.readCapacity(n.Allocatable)
+	}
+	if strings.HasPrefix(in.Resource, "nvidia.com/") && isNamedResource(in.Resource) {
+		in.add(SourceResource, "status.capacity", in.Resource, kb.matchProduct(in.Resource[len("nvidia.com/"):]), true)
+	}
 
 	l := n.Labels
-	if v := l[LabelGFDProduct]; v != "" {
-		product, mig, shared := splitProduct(v)
-		in.MIG = in.MIG || mig
-		in.Shared = in.Shared || shared
-		m, derived := kb.matchProduct(product), false
-		if m == nil {
-			m, derived = deriveModel(product), true
-		}
-		in.add(SourceGFD, LabelGFDProduct, v, m)
-		in.Derived = derived && m != nil
-	}
-	if v := l[LabelGKEAccelerator]; v != "" {
-		in.add(SourceGKE, LabelGKEAccelerator, v, kb.matchGKE(v))
-	}
-	if v := l[LabelKarpenterGPUName]; v != "" {
-		in.add(SourceKarpenter, LabelKarpenterGPUName, v, kb.matchName(v, l[LabelKarpenterGPUMem]))
-	} else if v := l[LabelKarpenterAccName]; v != "" {
-		in.add(SourceKarpenter, LabelKarpenterAccName, v, kb.matchName(v, ""))
-	}
-	if v := l[LabelEKSGPUName]; v != "" {
-		in.add(SourceEKS, LabelEKSGPUName, v, kb.matchName(v, l[LabelEKSGPUMem]))
-	}
-	if v := l[LabelCoreWeaveClass]; v != "" {
-		in.add(SourceCoreWeave, LabelCoreWeaveClass, v, kb.matchProduct(v))
-	}
-	for _, key := range []string{LabelAMDProduct, LabelAMDProductBeta} {
-		if v := l[key]; v != "" {
-			in.add(SourceAMD, key, v, kb.matchProduct(v))
-			break
-		}
-	}
 	in.InstanceType = l[LabelInstanceType]
 	if in.InstanceType == "" {
 		in.InstanceType = l[LabelInstanceTypeBeta]
 	}
-	if it, ok := kb.LookupInstanceType(in.InstanceType); ok {
-		src := SourceInstanceType
-		if it.Cloud == "config" {
-			src = SourceConfig
+	var prefixed []string // label keys of one prefix convention, sorted so the order is stable
+	for _, c := range kb.conventions {
+		if !c.Prefix {
+			if v := l[c.Key]; v != "" {
+				kb.read(&in, c, c.Key, v, l)
+			}
+			continue
 		}
-		in.add(src, LabelInstanceType, in.InstanceType, it.Model)
-		in.ExpectedCount = it.ExpectedCount()
+		prefixed = prefixed[:0]
+		for k := range l {
+			if strings.HasPrefix(k, c.Key) {
+				prefixed = append(prefixed, k)
+			}
+		}
+		slices.Sort(prefixed)
+		for _, k := range prefixed {
+			kb.read(&in, c, k, l[k], l)
+		}
 	}
 	if in.ExpectedCount == 0 {
-		in.ExpectedCount = firstCount(l[LabelKarpenterGPUCnt], l[LabelEKSGPUCnt])
+		for _, k := range countLabels {
+			if in.ExpectedCount = firstCount(l[k]); in.ExpectedCount > 0 {
+				break
+			}
+		}
 	}
 
 	in.resolve()
@@ -185,13 +198,72 @@ func (kb *KB) Infer(n Node) Inference {
 		switch {
 		case in.Model != nil:
 			in.Kind = in.Model.Kind
-		case l[LabelGFDPresent] == "true" || len(in.Evidence) > 0:
+		case len(in.Evidence) > 0:
 			in.Kind = KindGPU
 		}
 	}
 	return in
 }
 
+// read applies one convention to one label and records what it shows.
+func (kb *KB) read(in *Inference, c *Convention, key, value string, l map[string]string) {
+	var m *Model
+	shows := c.Presence // the label alone shows an accelerator node
+	names := true       // the reader names models, so a value it cannot read is worth saying
+	switch c.read {
+	case readNVML:
+		product, mig, shared := splitProduct(value)
+		in.MIG = in.MIG || mig
+		in.Shared = in.Shared || shared
+		if m = kb.matchProduct(product); m != nil {
+			m = kb.variant(m, productMemory(value, mig, l[c.Arg]))
+		} else if m = deriveModel(product); m != nil {
+			in.Derived = true
+		}
+	case readProduct:
+		m = kb.matchProduct(value)
+	case readName:
+		m = kb.matchName(value, l[c.Arg])
+	case readCloud:
+		m = kb.matchCloud(value)
+	case readInstanceType:
+		it, ok := kb.LookupInstanceType(value)
+		if !ok {
+			break
+		}
+		m, shows = it.Model, true
+		if it.Cloud == "config" {
+			c = &Convention{Source: SourceConfig, Key: c.Key}
+		}
+		if in.ExpectedCount == 0 {
+			in.ExpectedCount = it.ExpectedCount()
+		}
+	case readPCIID:
+		m, shows = kb.pciGPU("", c.Arg, value)
+	case readPCIKey:
+		m, _ = kb.pciGPU("", c.Arg, strings.TrimPrefix(key, c.Key))
+	case readIntelPCIKey:
+		// gpu.intel.com/device-id.<class>-<device>.present
+		rest, _ := strings.CutSuffix(strings.TrimPrefix(key, c.Key), ".present")
+		class, device, _ := strings.Cut(rest, "-")
+		m, _ = kb.pciGPU(class, c.Arg, device)
+	case readNFDPCI:
+		if value != "true" {
+			return
+		}
+		class, vendor, device, ok := parseNFDPCI(strings.TrimPrefix(key, c.Key))
+		if !ok {
+			return
+		}
+		m, shows = kb.pciGPU(class, vendor, device)
+		names = device != ""
+	case readPresent:
+		shows, names = value != "false" && value != "0", false
+	}
+	if m != nil || shows {
+		in.add(c.Source, key, value, m, names)
+	}
+}
 // readCapacity finds the accelerator resources in capacity. GPUs win over other
 // accelerators; among several GPU resources the plain device count wins.
 func (in *Inference) readCapacity(capacity map[string]resource.Quantity) {
@@ -255,8 +327,8 @@ func rankResource(kind Kind, name string) string {
 	return r + "1" + name
 }
 
-func (in *Inference) add(src Source, key, value string, m *Model) {
-	e := Evidence{Source: src, Key: key, Value: value, model: m}
+func (in *Inference) add(src Source, key, value string, m *Model, names bool) {
+	e := Evidence{Source: src, Key: key, Value: value, model: m, names: names}
 	if m != nil {
 		e.Model = m.Name
 	}
@@ -323,8 +395,11 @@ func indexFoldASCII(s, sub string) int {
 	return -1
 }
 
-// matchProduct finds the model a product string (NVML name, CoreWeave class, AMD product
-// name) names: the first model, in table order, all of whose tokens the string contains.
+// MatchProduct finds the model a product string (NVML name, CoreWeave class, AMD product
+// name, PCI device name) names: the first model, in table order, all of whose tokens the
+// string contains.
+func (kb *KB) MatchProduct(s string) *Model { return kb.matchProduct(s) }
+
 func (kb *KB) matchProduct(s string) *Model {
 	toks := tokens(s)
 	for _, m := range kb.models {
@@ -337,9 +412,9 @@ func (kb *KB) matchProduct(s string) *Model {
 	return nil
 }
 
-// matchGKE reads GKE's accelerator label: a known value, or the model it names once the
-// vendor prefixes are removed.
-func (kb *KB) matchGKE(v string) *Model {
+// matchCloud reads a cloud's accelerator name (GKE's nvidia-tesla-t4): a known value, or the
+// model it names once the vendor prefixes are removed.
+func (kb *KB) matchCloud(v string) *Model {
 	v = strings.ToLower(v)
 	if m := kb.byAlias[v]; m != nil {
 		return m
@@ -358,8 +433,14 @@ func (kb *KB) matchName(name, memory string) *Model {
 	if m == nil {
 		return kb.matchProduct(name)
 	}
-	mem, err := strconv.ParseInt(memory, 10, 64)
-	if err != nil || mem <= 0 {
+	mem, _ := strconv.ParseInt(memory, 10, 64)
+	return kb.variant(m, mem)
+}
+
+// variant picks, among a model and its memory variants, the one whose memory is nearest
+// memMiB; a model without variants, or memMiB <= 0, stays as it is.
+func (kb *KB) variant(m *Model, memMiB int64) *Model {
+	if memMiB <= 0 {
 		return m
 	}
 	base := m.VariantOf
@@ -368,11 +449,33 @@ func (kb *KB) matchName(name, memory string) *Model {
 	}
 	best := m
 	for _, v := range kb.variants[strings.ToLower(base)] {
-		if abs(v.MemoryMiB-mem) < abs(best.MemoryMiB-mem) {
+		if abs(v.MemoryMiB-memMiB) < abs(best.MemoryMiB-memMiB) {
 			best = v
 		}
 	}
 	return best
+}
+
+// migMemSlices is how many of a GPU's eight memory slices each MIG compute-slice count gets
+// (NVIDIA's MIG user guide: A100 40GB 1g.5gb, 2g.10gb, 3g.20gb, 4g.20gb, 7g.40gb).
+var migMemSlices = map[string]int64{"1": 1, "2": 2, "3": 4, "4": 4, "7": 8}
+
+// productMemory is the whole GPU's memory in MiB, where the product string does not say it:
+// from the MIG profile (1g.5gb is an eighth of a 40 GB A100), or from GFD's memory label,
+// which under MIG is one slice's memory and so is used only without MIG.
+func productMemory(product string, mig bool, memoryLabel string) int64 {
+	if mig {
+		i := indexFoldASCII(product, "-MIG-")
+		g, rest, ok := strings.Cut(product[i+len("-MIG-"):], "g.")
+		gb, ok2 := strings.CutSuffix(strings.ToLower(rest), "gb")
+		n, err := strconv.ParseInt(gb, 10, 64)
+		if slices := migMemSlices[g]; ok && ok2 && err == nil && slices > 0 && n > 0 && n < 1<<20 {
+			return n * 1024 * 8 / slices
+		}
+		return 0
+	}
+	n, _ := strconv.ParseInt(memoryLabel, 10, 64)
+	return n
 }
 
 // deriveModel names a GPU the tables do not know the way SkyPilot's labeler does: the

@@ -51,7 +51,8 @@ type InstanceType struct {
 	Cloud string
 	Name  string
 	Model *Model
-	// Count is the number of devices; a fraction for instances that get part of one GPU.
+	// Count is the number of devices; a fraction for instances that get part of one GPU, and
+	// 0 when the type name does not tell it.
 	Count     float64
 	MemoryMiB int64
 	Source    string
@@ -74,6 +75,13 @@ type KB struct {
 	variants      map[string][]*Model // base model name -> base and its memory variants
 	instanceTypes map[string]*InstanceType
 	overrides     map[string]*InstanceType // from the user's config; win over instanceTypes
+	conventions   []*Convention            // in order of trust
+	pci           map[string]*PCIDevice    // vendor+device -> device
+}
+
+// Tables are the knowledge base's data files' text.
+type Tables struct {
+	Models, InstanceTypes, Labels, PCI []byte
 }
 
 var (
@@ -81,9 +89,18 @@ var (
 	modelsTSV []byte
 	//go:embed data/instance_types.tsv
 	instanceTypesTSV []byte
+	//go:embed data/labels.tsv
+	labelsTSV []byte
+	//go:embed data/pci_ids.tsv
+	pciTSV []byte
 
-	defaultKB = sync.OnceValues(func() (*KB, error) { return Parse(modelsTSV, instanceTypesTSV) })
+	defaultKB = sync.OnceValues(func() (*KB, error) { return Parse(EmbeddedTables()) })
 )
+
+// EmbeddedTables are the tables built into the binary.
+func EmbeddedTables() Tables {
+	return Tables{Models: modelsTSV, InstanceTypes: instanceTypesTSV, Labels: labelsTSV, PCI: pciTSV}
+}
 
 // Default returns the knowledge base built from the embedded tables. The tables are checked
 // by tests, so an error here means a broken build; it panics rather than run without them.
@@ -95,15 +112,15 @@ func Default() *KB {
 	return kb
 }
 
-// Parse builds a knowledge base from the two tables' text.
-func Parse(models, instanceTypes []byte) (*KB, error) {
+// Parse builds a knowledge base from the tables' text.
+func Parse(t Tables) (*KB, error) {
 	kb := &KB{
 		byName:        map[string]*Model{},
 		byAlias:       map[string]*Model{},
 		variants:      map[string][]*Model{},
 		instanceTypes: map[string]*InstanceType{},
 	}
-	err := eachRow(models, 9, func(line int, f []string) error {
+	err := eachRow(t.Models, 9, func(line int, f []string) error {
 		m := &Model{Name: f[0], Vendor: f[1], Kind: Kind(f[2]), Refines: dash(f[5]), VariantOf: dash(f[6]), Source: f[8]}
 		if m.Kind != KindGPU && m.Kind != KindAccelerator {
 			return fmt.Errorf("kind %q is neither gpu nor accelerator", f[2])
@@ -156,7 +173,7 @@ func Parse(models, instanceTypes []byte) (*KB, error) {
 			kb.variants[base] = append(kb.variants[base], m)
 		}
 	}
-	err = eachRow(instanceTypes, 6, func(line int, f []string) error {
+	err = eachRow(t.InstanceTypes, 6, func(line int, f []string) error {
 		it, err := kb.newInstanceType(f[0], f[1], f[2], f[3], f[4], f[5])
 		if err != nil {
 			return err
@@ -171,6 +188,12 @@ func Parse(models, instanceTypes []byte) (*KB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("instance types: %w", err)
 	}
+	if kb.conventions, err = parseConventions(t.Labels); err != nil {
+		return nil, fmt.Errorf("labels: %w", err)
+	}
+	if err := kb.parsePCI(t.PCI); err != nil {
+		return nil, fmt.Errorf("pci ids: %w", err)
+	}
 	return kb, nil
 }
 
@@ -183,11 +206,14 @@ func (kb *KB) newInstanceType(cloud, name, model, count, memory, source string) 
 		return nil, fmt.Errorf("instance type %q: unknown accelerator %q", name, model)
 	}
 	it := &InstanceType{Cloud: cloud, Name: name, Model: m, Source: source}
-	c, err := strconv.ParseFloat(count, 64)
-	if err != nil || c <= 0 || c > 1024 || math.IsNaN(c) {
-		return nil, fmt.Errorf("instance type %q: count %q is not a positive number", name, count)
+	if count != "" && count != "-" { // unknown where one type name covers several sizes (Nebius platforms)
+		c, err := strconv.ParseFloat(count, 64)
+		if err != nil || c <= 0 || c > 1024 || math.IsNaN(c) {
+			return nil, fmt.Errorf("instance type %q: count %q is not a positive number", name, count)
+		}
+		it.Count = c
 	}
-	it.Count = c
+	var err error
 	if memory != "" {
 		if it.MemoryMiB, err = strconv.ParseInt(memory, 10, 64); err != nil || it.MemoryMiB <= 0 {
 			return nil, fmt.Errorf("instance type %q: memory_mib %q is not a positive number", name, memory)
@@ -209,7 +235,7 @@ func (kb *KB) WithInstanceTypes(rows []InstanceTypeRow) (*KB, error) {
 	out := *kb
 	out.overrides = make(map[string]*InstanceType, len(rows))
 	for _, r := range rows {
-		count := "1"
+		count := "-"
 		if r.Count > 0 {
 			count = strconv.FormatInt(r.Count, 10)
 		}
@@ -225,9 +251,6 @@ func (kb *KB) WithInstanceTypes(rows []InstanceTypeRow) (*KB, error) {
 		it, err := out.newInstanceType("config", r.Name, r.Model, count, "", "webhook config")
 		if err != nil {
 			return nil, err
-		}
-		if r.Count == 0 {
-			it.Count = 0.5 // unknown count: a fraction keeps ExpectedCount at 0
 		}
 		out.overrides[strings.ToLower(r.Name)] = it
 	}
