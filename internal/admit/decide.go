@@ -166,7 +166,11 @@ func describeEvidence(in *gpuinfo.Inference) string {
 		parts = append(parts, fmt.Sprintf("instance type %s not in the tables", in.InstanceType))
 	} else if len(in.Evidence) > 0 {
 		e := in.Evidence[0]
-		parts = append(parts, fmt.Sprintf("%s=%s not recognised", e.Key, e.Value))
+		if e.Unrecognised() {
+			parts = append(parts, fmt.Sprintf("%s=%s not recognised", e.Key, e.Value))
+		} else {
+			parts = append(parts, fmt.Sprintf("%s=%s", e.Key, e.Value))
+		}
 	}
 	if len(parts) == 0 {
 		parts = append(parts, "GPU labels")

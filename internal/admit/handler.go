@@ -87,7 +87,8 @@ type nodeFields struct {
 		Labels map[string]string `json:"labels"`
 	} `json:"metadata"`
 	Status struct {
-		Capacity map[string]resource.Quantity `json:"capacity"`
+		Capacity    map[string]resource.Quantity `json:"capacity"`
+		Allocatable map[string]resource.Quantity `json:"allocatable"`
 	} `json:"status"`
 }
 
@@ -149,7 +150,7 @@ func (h *Handler) decide(req *reviewRequest, n *nodeFields, nodeErr error) (admi
 	if name == "" {
 		name = req.Name
 	}
-	d := Decide(cfg, name, gpuinfo.Node{Labels: n.Metadata.Labels, Capacity: n.Status.Capacity}, h.Mutate)
+	d := Decide(cfg, name, gpuinfo.Node{Labels: n.Metadata.Labels, Capacity: n.Status.Capacity, Allocatable: n.Status.Allocatable}, h.Mutate)
 	resp.Warnings = append(resp.Warnings, d.Warnings()...)
 	if d.Action == ActionLabel {
 		resp.Patch = labelPatch(cfg.LabelKey, d.Value, n.Metadata.Labels != nil, d.Replace)

@@ -17,7 +17,7 @@ import (
 
 // skimReview reads an AdmissionReview the way the decision needs it, and no further: it
 // parses the members on the path to the request's fields and to the object's name, labels
-// and capacity, and jumps over every other value (the old object, images, conditions,
+// and resources, and jumps over every other value (the old object, images, conditions,
 // managedFields) by matching quotes and brackets, finding string ends with bytes.IndexByte.
 // That is most of a 15 KB node, and skipping it this way costs a fraction of decoding it.
 //
@@ -82,7 +82,8 @@ func (s *skimmer) request(r *requestIn) error {
 	})
 }
 
-// node reads the request's object: only metadata.name, metadata.labels and status.capacity.
+// node reads the request's object: only metadata.name, metadata.labels, status.capacity and
+// status.allocatable.
 func (s *skimmer) node(o *objectIn) error {
 	s.ws()
 	if s.null() {
@@ -107,8 +108,11 @@ func (s *skimmer) node(o *objectIn) error {
 			})
 		case "status":
 			return s.objectOrNull(func(key []byte) error {
-				if string(key) == "capacity" {
+				switch string(key) {
+				case "capacity":
 					return s.capacity(&o.node.Status.Capacity)
+				case "allocatable":
+					return s.capacity(&o.node.Status.Allocatable)
 				}
 				return s.skip()
 			})

@@ -27,8 +27,25 @@ type strictNode struct {
 		Labels map[string]string `json:"labels"`
 	} `json:"metadata"`
 	Status struct {
-		Capacity map[string]string `json:"capacity"`
+		Capacity    map[string]string `json:"capacity"`
+		Allocatable map[string]string `json:"allocatable"`
 	} `json:"status"`
+}
+
+// strictQuantities parses a resource list the way the skimmer does.
+func strictQuantities(in map[string]string) (map[string]resource.Quantity, error) {
+	if in == nil {
+		return nil, nil
+	}
+	out := map[string]resource.Quantity{}
+	for k, v := range in {
+		q, err := gpuinfo.ParseQuantity(v)
+		if err != nil {
+			return nil, err
+		}
+		out[k] = q
+	}
+	return out, nil
 }
 
 func (o *strictObject) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
@@ -43,17 +60,12 @@ func (o *strictObject) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
 			return err
 		}
 		o.node.Metadata.Name, o.node.Metadata.Labels = n.Metadata.Name, n.Metadata.Labels
-		if n.Status.Capacity != nil {
-			o.node.Status.Capacity = map[string]resource.Quantity{}
+		var err error
+		if o.node.Status.Capacity, err = strictQuantities(n.Status.Capacity); err != nil {
+			return err
 		}
-		for k, v := range n.Status.Capacity {
-			q, err := gpuinfo.ParseQuantity(v)
-			if err != nil {
-				return err
-			}
-			o.node.Status.Capacity[k] = q
-		}
-		return nil
+		o.node.Status.Allocatable, err = strictQuantities(n.Status.Allocatable)
+		return err
 	}
 	o.present = true
 	o.err = fmt.Errorf("not an object")
@@ -98,11 +110,16 @@ func same(a, b *reviewIn) bool {
 		return false
 	}
 	na, nb := ra.Object.node, rb.Object.node
-	if na.Metadata.Name != nb.Metadata.Name || !reflect.DeepEqual(na.Metadata.Labels, nb.Metadata.Labels) || len(na.Status.Capacity) != len(nb.Status.Capacity) {
+	return na.Metadata.Name == nb.Metadata.Name && reflect.DeepEqual(na.Metadata.Labels, nb.Metadata.Labels) &&
+		sameQuantities(na.Status.Capacity, nb.Status.Capacity) && sameQuantities(na.Status.Allocatable, nb.Status.Allocatable)
+}
+
+func sameQuantities(a, b map[string]resource.Quantity) bool {
+	if len(a) != len(b) {
 		return false
 	}
-	for k, q := range na.Status.Capacity {
-		if q2, ok := nb.Status.Capacity[k]; !ok || q.Cmp(q2) != 0 {
+	for k, q := range a {
+		if q2, ok := b[k]; !ok || q.Cmp(q2) != 0 {
 			return false
 		}
 	}

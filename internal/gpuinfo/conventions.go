@@ -33,13 +33,15 @@ type Convention struct {
 	Prefix bool // Key is a prefix: every label that starts with it
 	Reader string
 	Arg    string // the reader's argument: a memory label key, or a PCI vendor ID
+	// Values are the tool's own spellings of models, from VALUE=MODEL pairs in arg.
+	Values map[string]*Model
 	// Presence says the label alone shows an accelerator node: its tool sets it only there.
 	Presence bool
 	Doc      string // where the convention is documented
-	read   reader
+	read     reader
 }
 
-func parseConventions(data []byte) ([]*Convention, error) {
+func (kb *KB) parseConventions(data []byte) ([]*Convention, error) {
 	var out []*Convention
 	err := eachRow(data, 7, func(line int, f []string) error {
 		c := &Convention{Source: Source(f[0]), Key: f[1], Reader: f[3], Arg: dash(f[4]), Presence: f[5] == "gpu", Doc: f[6], read: reader(f[3])}
@@ -65,6 +67,18 @@ func parseConventions(data []byte) ([]*Convention, error) {
 		}
 		if msgs := validation.IsQualifiedName(key); len(msgs) > 0 {
 			return fmt.Errorf("key %q: %s", c.Key, strings.Join(msgs, "; "))
+		}
+		if strings.Contains(c.Arg, "=") {
+			c.Values = map[string]*Model{}
+			for _, pair := range strings.Split(c.Arg, ",") {
+				v, name, _ := strings.Cut(pair, "=")
+				m := kb.byName[strings.ToLower(name)]
+				if m == nil {
+					return fmt.Errorf("key %q: value %q names unknown model %q", c.Key, v, name)
+				}
+				c.Values[strings.ToLower(v)] = m
+			}
+			c.Arg = ""
 		}
 		switch c.read {
 		case readPCIID, readPCIKey, readIntelPCIKey:

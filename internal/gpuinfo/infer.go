@@ -39,6 +39,8 @@ var countLabels = []string{LabelKarpenterGPUCnt, LabelEKSGPUCnt, "karpenter.azur
 // of the sources below that are not labels. The conventions' order is the order of trust.
 type Source string
 
+func (s Source) String() string { return string(s) }
+
 const (
 	SourceGFD          Source = "gpu-feature-discovery"
 	SourceGKE          Source = "gke"
@@ -210,6 +212,10 @@ func (kb *KB) read(in *Inference, c *Convention, key, value string, l map[string
 	var m *Model
 	shows := c.Presence // the label alone shows an accelerator node
 	names := true       // the reader names models, so a value it cannot read is worth saying
+	if vm := c.Values[strings.ToLower(value)]; vm != nil {
+		in.add(c.Source, key, value, vm, true)
+		return
+	}
 	switch c.read {
 	case readNVML:
 		product, mig, shared := splitProduct(value)
@@ -243,8 +249,11 @@ func (kb *KB) read(in *Inference, c *Convention, key, value string, l map[string
 	case readPCIKey:
 		m, _ = kb.pciGPU("", c.Arg, strings.TrimPrefix(key, c.Key))
 	case readIntelPCIKey:
-		// gpu.intel.com/device-id.<class>-<device>.present
-		rest, _ := strings.CutSuffix(strings.TrimPrefix(key, c.Key), ".present")
+		// gpu.intel.com/device-id.<class>-<device>.present; the .count beside it says no more
+		rest, ok := strings.CutSuffix(strings.TrimPrefix(key, c.Key), ".present")
+		if !ok {
+			return
+		}
 		class, device, _ := strings.Cut(rest, "-")
 		m, _ = kb.pciGPU(class, c.Arg, device)
 	case readNFDPCI:
@@ -264,6 +273,7 @@ func (kb *KB) read(in *Inference, c *Convention, key, value string, l map[string
 		in.add(c.Source, key, value, m, names)
 	}
 }
+
 // readCapacity finds the accelerator resources in capacity. GPUs win over other
 // accelerators; among several GPU resources the plain device count wins.
 func (in *Inference) readCapacity(capacity map[string]resource.Quantity) {

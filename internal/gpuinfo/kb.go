@@ -188,7 +188,7 @@ func Parse(t Tables) (*KB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("instance types: %w", err)
 	}
-	if kb.conventions, err = parseConventions(t.Labels); err != nil {
+	if kb.conventions, err = kb.parseConventions(t.Labels); err != nil {
 		return nil, fmt.Errorf("labels: %w", err)
 	}
 	if err := kb.parsePCI(t.PCI); err != nil {

@@ -12,9 +12,9 @@ import (
 // GPU evidence and that might need the label now. Everything else (the routine status
 // reports of labeled nodes and of CPU nodes) never leaves the apiserver.
 
-// celCapacity is true when a GPU resource shows in capacity with a non-zero quantity; the
-// names come from the same lists gpuinfo reads.
-func celCapacity() string {
+// celResources is true when a GPU resource shows in capacity, or in allocatable, with a
+// non-zero quantity; the names come from the same lists gpuinfo reads.
+func celResources() string {
 	var tests []string
 	for _, r := range gpuinfo.GPUResourceNames() {
 		tests = append(tests, fmt.Sprintf("k == %s", quote(r)))
@@ -22,13 +22,25 @@ func celCapacity() string {
 	for _, p := range gpuinfo.GPUResourcePrefixes() {
 		tests = append(tests, fmt.Sprintf("k.startsWith(%s)", quote(p)))
 	}
-	return fmt.Sprintf("(has(object.status) && has(object.status.capacity) && object.status.capacity.exists(k, (%s) && object.status.capacity[k] != '0'))",
-		strings.Join(tests, " || "))
+	tests = append(tests, fmt.Sprintf("k.matches(%s)", rawQuote(gpuinfo.NamedResourcePattern)))
+	var fields []string
+	for _, f := range []string{"capacity", "allocatable"} {
+		fields = append(fields, fmt.Sprintf("(has(object.status.%s) && object.status.%s.exists(k, (%s) && object.status.%s[k] != '0'))",
+			f, f, strings.Join(tests, " || "), f))
+	}
+	return fmt.Sprintf("(has(object.status) && (%s))", strings.Join(fields, " || "))
 }
 
-// celGPULabels is true when another tool's GPU label is present.
+// celGPULabels is true when a label that shows an accelerator node is present: another
+// tool's GPU label, or a PCI label of a device that may be a GPU.
 func celGPULabels() string {
-	return fmt.Sprintf("object.metadata.labels.exists(k, k in %s)", list(gpuinfo.GPULabelKeys))
+	kb := gpuinfo.Default()
+	tests := []string{fmt.Sprintf("k in %s", list(kb.GPULabelKeys()))}
+	for _, p := range kb.GPULabelPrefixes() {
+		tests = append(tests, fmt.Sprintf("k.startsWith(%s)", quote(p)))
+	}
+	tests = append(tests, fmt.Sprintf("k.matches(%s)", rawQuote(kb.NFDGPUPattern())))
+	return fmt.Sprintf("object.metadata.labels.exists(k, %s)", strings.Join(tests, " || "))
 }
 
 // celInstanceType is true when the instance type is one the tables list with a GPU.
@@ -49,7 +61,7 @@ func celInstanceType() string {
 
 // GPUEvidenceExpression is the first match condition.
 func GPUEvidenceExpression() string {
-	return fmt.Sprintf("%s || (has(object.metadata.labels) && (%s || %s))", celCapacity(), celGPULabels(), celInstanceType())
+	return fmt.Sprintf("%s || (has(object.metadata.labels) && (%s || %s))", celResources(), celGPULabels(), celInstanceType())
 }
 
 // MayNeedLabelExpression is the second: a CREATE, a node without the label, or a change of
@@ -64,6 +76,9 @@ func MayNeedLabelExpression(labelKey string) string {
 }
 
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "\\'") + "'" }
+
+// rawQuote makes a CEL raw string, in which a regular expression's backslashes stay as they are.
+func rawQuote(s string) string { return "r'" + s + "'" }
 
 func list(items []string) string {
 	q := make([]string, len(items))

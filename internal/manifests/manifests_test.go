@@ -3,15 +3,18 @@ package manifests
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/ext"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/report"
 )
 
 // The checked-in manifests are what the generator writes.
@@ -167,5 +170,64 @@ func TestREADMEUpToDate(t *testing.T) {
 	}
 	if want != string(b) {
 		t.Error("README.md's generated sections are stale: run make manifests")
+	}
+}
+
+// The apiserver calls the webhook for exactly the real-world nodes inference calls
+// accelerator nodes: none is missed, and a CPU node's BMC display or integrated GPU
+// never makes its status reports reach the webhook.
+func TestGPUEvidenceConditionOnRealNodes(t *testing.T) {
+	p := compile(t, GPUEvidenceExpression())[0]
+	b, err := os.ReadFile(filepath.Join("..", "gpuinfo", "testdata", "real-nodes.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw struct{ Items []map[string]any }
+	var typed corev1.NodeList
+	if err := yaml.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &typed); err != nil {
+		t.Fatal(err)
+	}
+	kb := gpuinfo.Default()
+	for i, n := range typed.Items {
+		in := kb.Infer(report.Input(&n))
+		if got, want := eval(t, p, raw.Items[i], nil, "CREATE"), in.Kind != ""; got != want {
+			t.Errorf("%s: condition %v, inference says accelerator %v", n.Name, got, want)
+		}
+	}
+}
+
+// Every Node Feature Discovery PCI key that inference reads as a GPU matches the pattern the
+// match condition uses, and display adapters and integrated GPUs do not.
+func TestNFDPatternCoversInference(t *testing.T) {
+	kb := gpuinfo.Default()
+	re := regexp.MustCompile(kb.NFDGPUPattern())
+	devices := []string{"", "ffff", "2000"}
+	for _, d := range kb.PCIDevices() {
+		devices = append(devices, d.Device)
+	}
+	for _, class := range []string{"", "0300", "0302", "0380", "1200", "0200", "0b40"} {
+		for _, vendor := range []string{"10de", "1002", "8086", "1a03", "102b", "1d0f"} {
+			for _, device := range devices {
+				fields := []string{}
+				for _, f := range []string{class, vendor, device} {
+					if f != "" {
+						fields = append(fields, f)
+					}
+				}
+				key := "feature.node.kubernetes.io/pci-" + strings.Join(fields, "_") + ".present"
+				in := kb.Infer(gpuinfo.Node{Labels: map[string]string{key: "true"}})
+				if in.Kind != "" && !re.MatchString(key) {
+					t.Errorf("%s: a GPU to inference, missed by the pattern", key)
+				}
+			}
+		}
+	}
+	for _, key := range []string{"pci-0300_1a03", "pci-0300_102b", "pci-0300_8086", "pci-0300_1002", "pci-0300_1002_1586", "pci-0200_10de", "pci-1a03"} {
+		if key = "feature.node.kubernetes.io/" + key + ".present"; re.MatchString(key) {
+			t.Errorf("%s matches the pattern", key)
+		}
 	}
 }

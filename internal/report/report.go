@@ -40,11 +40,15 @@ type Node struct {
 
 // Input makes the inference input from a Node.
 func Input(n *corev1.Node) gpuinfo.Node {
-	capacity := make(map[string]resource.Quantity, len(n.Status.Capacity))
-	for k, v := range n.Status.Capacity {
-		capacity[string(k)] = v
+	return gpuinfo.Node{Labels: n.Labels, Capacity: quantities(n.Status.Capacity), Allocatable: quantities(n.Status.Allocatable)}
+}
+
+func quantities(l corev1.ResourceList) map[string]resource.Quantity {
+	out := make(map[string]resource.Quantity, len(l))
+	for k, v := range l {
+		out[string(k)] = v
 	}
-	return gpuinfo.Node{Labels: n.Labels, Capacity: capacity}
+	return out
 }
 
 // Decide runs the webhook's decision on a Node and makes its record.
@@ -67,6 +71,14 @@ func Decide(cfg *admit.Config, n *corev1.Node, mayMutate bool) (admit.Decision, 
 		r.Evidence = []gpuinfo.Evidence{}
 	}
 	return d, r
+}
+
+// shownBy is the evidence that named the model or, for a GPU of unknown model, showed the GPU.
+func (r *Node) shownBy() string {
+	if r.Source == "" && r.GPU && len(r.Evidence) > 0 {
+		return r.Evidence[0].Source.String()
+	}
+	return r.Source
 }
 
 // Status is the one-word state of a node in the table.
@@ -118,7 +130,7 @@ func Write(w io.Writer, format string, nodes []Node) error {
 		return err
 	case "table", "":
 		tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-		fmt.Fprintln(tw, "NODE\tINSTANCE-TYPE\tGPUS\tINFERRED\tLABEL\tSTATUS")
+		fmt.Fprintln(tw, "NODE\tINSTANCE-TYPE\tGPUS\tINFERRED\tFROM\tLABEL\tSTATUS")
 		for _, n := range nodes {
 			// reported/expected; "-" where the device plugin has reported nothing yet
 			gpus := "-"
@@ -128,7 +140,7 @@ func Write(w io.Writer, format string, nodes []Node) error {
 			if n.ExpectedGPUCount > 0 {
 				gpus += fmt.Sprintf("/%d", n.ExpectedGPUCount)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, dash(n.InstanceType), gpus, dash(n.Accelerator), dash(n.CurrentLabel), n.Status())
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, dash(n.InstanceType), gpus, dash(n.Accelerator), dash(n.shownBy()), dash(n.CurrentLabel), n.Status())
 		}
 		if err := tw.Flush(); err != nil {
 			return err

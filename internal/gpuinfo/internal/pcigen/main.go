@@ -138,8 +138,6 @@ func memoryOnly(s string) bool {
 	return len(words) > 0
 }
 
-
-
 // readPCIIDs reads the device lines of the three GPU vendors from a pci.ids file: a vendor
 // line starts with four hex digits, its device lines with one tab and four hex digits.
 func readPCIIDs(path string) ([]row, error) {
