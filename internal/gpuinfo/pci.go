@@ -1,7 +1,9 @@
 package gpuinfo
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"slices"
 	"sort"
 	"strings"
@@ -162,4 +164,26 @@ func isHex4(s string) bool {
 		}
 	}
 	return true
+}
+
+// ReadPCIIDs reads the device lines of a pci.ids file (the public PCI ID repository's format: a
+// vendor line starts with four hex digits, its device lines with one tab and four hex
+// digits, subsystem lines with two tabs) into vendor+device -> name.
+func ReadPCIIDs(r io.Reader) (map[string]string, error) {
+	names := map[string]string{}
+	vendor := ""
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "" || line[0] == '#':
+		case line[0] != '\t':
+			vendor, _, _ = strings.Cut(line, "  ")
+		case len(line) > 1 && line[1] != '\t':
+			if id, name, ok := strings.Cut(line[1:], "  "); ok {
+				names[vendor+id] = strings.TrimSpace(name)
+			}
+		}
+	}
+	return names, sc.Err()
 }

@@ -1,7 +1,6 @@
 package gpuinfo
 
 import (
-	"bufio"
 	"os"
 	"strings"
 	"testing"
@@ -18,19 +17,9 @@ func TestPCITableMatchesPCIIDs(t *testing.T) {
 		t.Skipf("no pci.ids here (apt-get install pci.ids): %v", err)
 	}
 	defer f.Close()
-	names := map[string]string{} // vendor+device -> name
-	vendor := ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "" || line[0] == '#':
-		case line[0] != '\t':
-			vendor, _, _ = strings.Cut(line, "  ")
-		case len(line) > 1 && line[1] != '\t':
-			id, name, _ := strings.Cut(line[1:], "  ")
-			names[vendor+id] = name
-		}
+	names, err := ReadPCIIDs(f)
+	if err != nil {
+		t.Fatal(err)
 	}
 	checked := 0
 	for _, d := range Default().PCIDevices() {

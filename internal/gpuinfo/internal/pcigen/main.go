@@ -138,32 +138,22 @@ func memoryOnly(s string) bool {
 	return len(words) > 0
 }
 
-// readPCIIDs reads the device lines of the three GPU vendors from a pci.ids file: a vendor
-// line starts with four hex digits, its device lines with one tab and four hex digits.
+// readPCIIDs reads the devices of the three GPU vendors from a pci.ids file.
 func readPCIIDs(path string) ([]row, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	names, err := gpuinfo.ReadPCIIDs(f)
+	if err != nil {
+		return nil, err
+	}
 	var out []row
-	vendor := ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "" || line[0] == '#':
-		case line[0] != '\t':
-			vendor = ""
-			if v, _, ok := strings.Cut(line, "  "); ok && (v == gpuinfo.VendorNVIDIA || v == gpuinfo.VendorAMD || v == gpuinfo.VendorIntel) {
-				vendor = v
-			}
-		case vendor != "" && len(line) > 1 && line[1] != '\t':
-			id, name, ok := strings.Cut(line[1:], "  ")
-			if ok {
-				out = append(out, row{vendor: vendor, device: id, name: strings.TrimSpace(name)})
-			}
+	for id, name := range names {
+		if _, ok := vendors[id[:4]]; ok && len(id) == 8 {
+			out = append(out, row{vendor: id[:4], device: id[4:], name: name})
 		}
 	}
-	return out, sc.Err()
+	return out, nil
 }
