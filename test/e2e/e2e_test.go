@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -604,12 +605,14 @@ func TestCheckAndLabel(t *testing.T) {
 		t.Errorf("check lists a CPU node:\n%s", out)
 	}
 	out, code = webhookCLI(t, "check", "--kubeconfig", admin, "-l", "pool=cl", "-o", "json", "--fail-on-findings")
-	var records []map[string]any
-	if err := json.Unmarshal([]byte(out[strings.Index(out, "["):]), &records); err != nil || code != 1 {
+	var doc struct {
+		Nodes []map[string]any `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &doc); err != nil || code != 1 {
 		t.Fatalf("check -o json: exit %d, %v:\n%s", code, err, out)
 	}
-	if len(records) != 5 {
-		t.Errorf("%d records", len(records))
+	if len(doc.Nodes) != 5 {
+		t.Errorf("%d records", len(doc.Nodes))
 	}
 
 	out, code = webhookCLI(t, "label", "--kubeconfig", admin, "-l", "pool=cl", "--dry-run")
@@ -671,4 +674,158 @@ func grantNodeRead(t *testing.T, user string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// What SkyPilot will see of a mixed fleet: EKS instance types, GFD on-prem, GKE, an AMD node, a
+// TPU node, an uppercase value and a node whose device plugin has not reported yet. check
+// names exactly the cluster findings SkyPilot's rules give, in the table and in JSON, and
+// --fail-on-findings fails; after `webhook label` and fixing the value only the advisories
+// no label can fix remain, and it passes.
+func TestSkyPilotClusterView(t *testing.T) {
+	ctx := context.Background()
+	if err := cluster.Unregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer registerMutating(t)
+	cs, _ := client(t, cluster.Admin)
+	const it = "node.kubernetes.io/instance-type"
+	type gpus struct {
+		resource string
+		count    string
+	}
+	fleet := map[string]struct {
+		labels map[string]string
+		gpus   gpus
+	}{
+		"sp-a-labeled": {map[string]string{it: "g5.xlarge", admit.DefaultLabelKey: "a10g"}, gpus{"nvidia.com/gpu", "1"}},
+		"sp-b-eks":     {map[string]string{it: "p5.48xlarge"}, gpus{"nvidia.com/gpu", "8"}},
+		"sp-c-upper":   {map[string]string{it: "p4de.24xlarge", admit.DefaultLabelKey: "A100-80GB"}, gpus{"nvidia.com/gpu", "8"}},
+		"sp-d-gfd":     {map[string]string{"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.count": "8"}, gpus{"nvidia.com/gpu", "8"}},
+		"sp-e-gke":     {map[string]string{it: "g2-standard-4", "cloud.google.com/gke-accelerator": "nvidia-l4"}, gpus{"nvidia.com/gpu", "1"}},
+		"sp-f-amd":     {map[string]string{"amd.com/gpu.product-name": "AMD_Instinct_MI300X"}, gpus{"amd.com/gpu", "8"}},
+		"sp-g-tpu": {map[string]string{it: "ct5lp-hightpu-4t", "cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
+			"cloud.google.com/gke-tpu-topology": "2x2", "cloud.google.com/gke-accelerator-count": "4"}, gpus{"google.com/tpu", "4"}},
+		"sp-h-new": {map[string]string{it: "g6.xlarge"}, gpus{}},
+		"sp-i-cpu": {map[string]string{it: "m5.large"}, gpus{}},
+	}
+	for name, n := range fleet {
+		n.labels["pool"] = "sp"
+		created, err := cs.CoreV1().Nodes().Create(ctx, node(name, n.labels), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.gpus.resource == "" {
+			continue
+		}
+		q := resource.MustParse(n.gpus.count)
+		created.Status.Capacity = corev1.ResourceList{corev1.ResourceName(n.gpus.resource): q, corev1.ResourceCPU: resource.MustParse("8")}
+		created.Status.Allocatable = created.Status.Capacity
+		if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	admin, err := cluster.KubeconfigFile("skypilot-admin", "system:masters")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nvidia := []string{"sp-a-labeled", "sp-b-eks", "sp-c-upper", "sp-d-gfd", "sp-e-gke"}
+	advisories := map[string][]string{
+		"advisory MixedGPUResources": nvidia,
+		"advisory TPUNotRequestable": {"sp-g-tpu"},
+		"advisory GPUsNotReported":   {"sp-h-new"},
+	}
+	want := map[string][]string{
+		"critical InvalidLabelValue":  {"sp-c-upper"},
+		"warning OtherToolLabelsOnly": {"sp-d-gfd", "sp-e-gke"},
+		"warning NoAcceleratorLabel":  {"sp-b-eks", "sp-f-amd", "sp-h-new"},
+	}
+	for k, v := range advisories {
+		want[k] = v
+	}
+
+	out, code := webhookCLI(t, "check", "--kubeconfig", admin, "-l", "pool=sp")
+	if code != 0 {
+		t.Fatalf("check exit %d:\n%s", code, out)
+	}
+	if got := tableFindings(t, out); !reflect.DeepEqual(got, want) {
+		t.Errorf("table findings\n%v\nwant\n%v\n%s", got, want, out)
+	}
+	for _, line := range []string{
+		"label scheme: SkyPilot (skypilot.co/accelerator), picked by node sp-a-labeled",
+		"GPU resource: amd.com/gpu (found in node sp-f-amd's capacity; SkyPilot looks for amd.com/gpu before nvidia.com/gpu)",
+		"fix: kubectl label node sp-c-upper skypilot.co/accelerator=a100-80gb --overwrite",
+		`node sp-c-upper label skypilot.co/accelerator="A100-80GB" is not a lowercase accelerator name; fix: kubectl label node sp-c-upper skypilot.co/accelerator=a100-80gb --overwrite; this breaks every SkyPilot GPU request in the cluster`,
+		"only the nodes matching -l pool=sp are read here",
+	} {
+		if !strings.Contains(out, line) {
+			t.Errorf("check output lacks %q:\n%s", line, out)
+		}
+	}
+
+	out, code = webhookCLI(t, "check", "--kubeconfig", admin, "-l", "pool=sp", "-o", "json", "--fail-on-findings")
+	if code != 1 {
+		t.Errorf("check --fail-on-findings: exit %d, want 1", code)
+	}
+	if got := jsonFindings(t, out); !reflect.DeepEqual(got, want) {
+		t.Errorf("JSON findings\n%v\nwant\n%v\n%s", got, want, out)
+	}
+
+	out, code = webhookCLI(t, "label", "--kubeconfig", admin, "-l", "pool=sp")
+	if code != 0 || !strings.Contains(out, "labeled 5") {
+		t.Fatalf("label: exit %d:\n%s", code, out)
+	}
+	patch := []byte(`{"metadata":{"labels":{"skypilot.co/accelerator":"a100-80gb"}}}`)
+	if _, err := cs.CoreV1().Nodes().Patch(ctx, "sp-c-upper", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, code = webhookCLI(t, "check", "--kubeconfig", admin, "-l", "pool=sp", "-o", "json", "--fail-on-findings")
+	if code != 0 {
+		t.Errorf("check --fail-on-findings after the fix: exit %d, want 0:\n%s", code, out)
+	}
+	if got := jsonFindings(t, out); !reflect.DeepEqual(got, advisories) {
+		t.Errorf("JSON findings after the fix\n%v\nwant\n%v", got, advisories)
+	}
+}
+
+// tableFindings reads "SEVERITY Reason: node, node" lines from check's SkyPilot section.
+func tableFindings(t *testing.T, out string) map[string][]string {
+	t.Helper()
+	_, section, ok := strings.Cut(out, "What SkyPilot will see")
+	if !ok {
+		t.Fatalf("no SkyPilot section:\n%s", out)
+	}
+	got := map[string][]string{}
+	for _, line := range strings.Split(section, "\n") {
+		head, nodes, ok := strings.Cut(strings.TrimSpace(line), ": ")
+		sev, reason, ok2 := strings.Cut(head, " ")
+		if !ok || !ok2 || strings.Contains(reason, " ") || (sev != "CRITICAL" && sev != "WARNING" && sev != "ADVISORY") {
+			continue
+		}
+		got[strings.ToLower(sev)+" "+reason] = strings.Split(nodes, ", ")
+	}
+	return got
+}
+
+func jsonFindings(t *testing.T, out string) map[string][]string {
+	t.Helper()
+	var doc struct {
+		Nodes   []json.RawMessage `json:"nodes"`
+		Cluster struct {
+			Findings []struct {
+				Severity, Reason string
+				Nodes            []string
+			} `json:"findings"`
+		} `json:"cluster"`
+	}
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &doc); err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	if len(doc.Nodes) != 9 {
+		t.Errorf("%d node records, want 9", len(doc.Nodes))
+	}
+	got := map[string][]string{}
+	for _, f := range doc.Cluster.Findings {
+		got[f.Severity+" "+f.Reason] = f.Nodes
+	}
+	return got
 }

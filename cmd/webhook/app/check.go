@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -17,6 +18,7 @@ import (
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/manifests"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/report"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/skypilot"
 )
 
 // clusterFlags are shared by check and label.
@@ -115,6 +117,7 @@ func newCheckCommand(s streams) *cobra.Command {
 				return err
 			}
 			records := make([]report.Node, 0, len(nodes))
+			seen := make([]skypilot.Node, 0, len(nodes))
 			fixable, findings := 0, 0
 			for i := range nodes {
 				d, r := report.Decide(cfg, &nodes[i], false)
@@ -124,11 +127,27 @@ func newCheckCommand(s streams) *cobra.Command {
 				if d.Value != "" && (!d.HasLabel || cfg.Overwrite) && len(d.Warnings()) > 0 {
 					fixable++
 				}
+				seen = append(seen, report.SkyPilotNode(&nodes[i], &d))
 				if r.GPU || f.output != "table" {
 					records = append(records, r)
 				}
 			}
-			if err := report.Write(s.out, f.output, records); err != nil {
+			// SkyPilot reads the cluster as a whole; CUSTOM_GPU_RESOURCE_KEY is read from this
+			// environment, as where `check` runs is often where SkyPilot does.
+			cluster := skypilot.Analyze(seen, skypilot.Options{
+				CustomResourceKey: os.Getenv(skypilot.CustomKeyEnvVar),
+				WebhookLabels:     cfg.LabelKey == skypilot.KeySkyPilot,
+			})
+			if cfg.LabelKey == skypilot.KeySkyPilot {
+				for i := range records {
+					report.NoteCluster(&records[i], &cluster)
+				}
+			}
+			scope := ""
+			if f.selector != "" {
+				scope = "only the nodes matching -l " + f.selector + " are read here; SkyPilot reads every node of the cluster"
+			}
+			if err := report.WriteCheck(s.out, f.output, records, &cluster, scope); err != nil {
 				return withCode(ExitError, err)
 			}
 			if f.output == "table" {
@@ -138,7 +157,8 @@ func newCheckCommand(s streams) *cobra.Command {
 						gpus++
 					}
 				}
-				fmt.Fprintf(s.out, "\n%d nodes, %d with GPUs, %d with findings.", len(nodes), gpus, findings)
+				fmt.Fprintf(s.out, "\n%d nodes, %d with GPUs, %d with findings; %d cluster findings for SkyPilot (%d counted by --fail-on-findings).",
+					len(nodes), gpus, findings, len(cluster.Findings), cluster.Counted())
 				if note != "" {
 					fmt.Fprintf(s.out, " Note: %s.", note)
 				}
@@ -152,14 +172,14 @@ func newCheckCommand(s streams) *cobra.Command {
 				fmt.Fprintln(s.out)
 				fmt.Fprintln(s.out, webhookStatus(ctx, cs))
 			}
-			if failOnFindings && findings > 0 {
+			if failOnFindings && findings+cluster.Counted() > 0 {
 				return withCode(ExitFindings, errors.New(""))
 			}
 			return nil
 		},
 	}
 	f.bind(cmd)
-	cmd.Flags().BoolVar(&failOnFindings, "fail-on-findings", false, "exit 1 when any GPU node has a finding")
+	cmd.Flags().BoolVar(&failOnFindings, "fail-on-findings", false, "exit 1 when any GPU node has a finding, or SkyPilot will see a critical or warning cluster finding")
 	return cmd
 }
 
