@@ -1,7 +1,9 @@
 package admit
 
 import (
+	"maps"
 	"slices"
+	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -33,6 +35,23 @@ func TestAutoLabelCoversEveryConvention(t *testing.T) {
 		"the deprecated instance-type label names the model":                {key: gpuinfo.LabelInstanceTypeBeta, value: "g6.xlarge", want: "l4"},
 		"Karpenter's accelerator name is a Neuron device, left alone":       {key: gpuinfo.LabelKarpenterAccName, value: "inferentia2"},
 		"GFD's presence label names no model, so there is nothing to write": {key: gpuinfo.LabelGFDPresent, value: "true"},
+		"GFD's count names no model":                                        {key: gpuinfo.LabelGFDCount, value: "8"},
+		"GFD's family names no model":                                       {key: "nvidia.com/gpu.family", value: "ampere"},
+		"GFD's machine is looked up as an instance type":                    {key: "nvidia.com/gpu.machine", value: "p4d.24xlarge", want: "a100"},
+		"Alibaba ACK's product names the model":                             {key: "aliyun.accelerator/nvidia_name", value: "NVIDIA-A10", want: "a10"},
+		"Karpenter for Azure's GPU name names the model":                    {key: "karpenter.azure.com/sku-gpu-name", value: "H200", want: "h200"},
+		"Nebius's GPU name names the model":                                 {key: "nebius.com/gpu-name", value: "B200", want: "b200"},
+		"DigitalOcean's GPU model names the model":                          {key: "doks.digitalocean.com/gpu-model", value: "mi300x", want: "mi300x"},
+		"cluster-autoscaler's accelerator label names the model":            {key: "k8s.amazonaws.com/accelerator", value: "nvidia-tesla-t4", want: "t4"},
+		"AMD's device ID names the model":                                   {key: "amd.com/gpu.device-id", value: "74a1", want: "mi300x"},
+		"AMD's beta device ID names the model":                              {key: "beta.amd.com/gpu.device-id", value: "74a1", want: "mi300x"},
+		"AMD's legacy count label names the model":                          {key: "beta.amd.com/gpu.device-id.740f", value: "4", want: "mi210"},
+		"AMD's family names no model":                                       {key: "amd.com/gpu.family", value: "AI"},
+		"NFD's PCI label with a device ID names the model":                  {key: "feature.node.kubernetes.io/pci-0302_10de_2330.present", value: "true", want: "h100"},
+		"Intel's device-ID label: a GPU SkyPilot has no name for":           {key: "gpu.intel.com/device-id.0380-0bd5.present", value: "true"},
+		"Intel's presence label names no model":                             {key: "intel.feature.node.kubernetes.io/gpu", value: "true"},
+		"OKE's NVIDIA presence label names no model":                        {key: "nvidia.com/gpu", value: "true"},
+		"OKE's AMD presence label names no model":                           {key: "amd.com/gpu", value: "true"},
 	}
 	covered := map[string]bool{}
 	for name, tc := range cases {
@@ -52,9 +71,9 @@ func TestAutoLabelCoversEveryConvention(t *testing.T) {
 		})
 	}
 	// A convention added to the knowledge base must be added here too.
-	for _, key := range slices.Concat(gpuinfo.GPULabelKeys, []string{gpuinfo.LabelInstanceType, gpuinfo.LabelInstanceTypeBeta}) {
-		if !covered[key] {
-			t.Errorf("no case for %s", key)
+	for _, c := range gpuinfo.Default().Conventions() {
+		if !slices.ContainsFunc(slices.Collect(maps.Keys(covered)), func(k string) bool { return k == c.Key || c.Prefix && strings.HasPrefix(k, c.Key) }) {
+			t.Errorf("no case for %s", c.Key)
 		}
 	}
 }
