@@ -30,8 +30,7 @@ var readers = []reader{readNVML, readProduct, readName, readCloud, readInstanceT
 type Convention struct {
 	Source Source
 	Key    string
-	Prefix bool // Key is a prefix: every label that starts with it
-	Reader string
+	Prefix bool   // Key is a prefix: every label that starts with it
 	Arg    string // the reader's argument: a memory label key, or a PCI vendor ID
 	// Values are the tool's own spellings of models, from VALUE=MODEL pairs in arg.
 	Values map[string]*Model
@@ -44,7 +43,7 @@ type Convention struct {
 func (kb *KB) parseConventions(data []byte) ([]*Convention, error) {
 	var out []*Convention
 	err := eachRow(data, 7, func(line int, f []string) error {
-		c := &Convention{Source: Source(f[0]), Key: f[1], Reader: f[3], Arg: dash(f[4]), Presence: f[5] == "gpu", Doc: f[6], read: reader(f[3])}
+		c := &Convention{Source: Source(f[0]), Key: f[1], Arg: dash(f[4]), Presence: f[5] == "gpu", Doc: f[6], read: reader(f[3])}
 		if f[5] != "gpu" && f[5] != "-" {
 			return fmt.Errorf("presence %q is neither gpu nor -", f[5])
 		}

@@ -212,8 +212,9 @@ func (kb *KB) read(in *Inference, c *Convention, key, value string, l map[string
 	var m *Model
 	shows := c.Presence // the label alone shows an accelerator node
 	names := true       // the reader names models, so a value it cannot read is worth saying
+	src := c.Source
 	if vm := c.Values[strings.ToLower(value)]; vm != nil {
-		in.add(c.Source, key, value, vm, true)
+		in.add(src, key, value, vm, true)
 		return
 	}
 	switch c.read {
@@ -234,12 +235,12 @@ func (kb *KB) read(in *Inference, c *Convention, key, value string, l map[string
 		m = kb.matchCloud(value)
 	case readInstanceType:
 		it, ok := kb.LookupInstanceType(value)
-		if !ok {
-			break
+		if !ok || slices.ContainsFunc(in.Evidence, func(e Evidence) bool { return e.Value == value && e.model == it.Model }) {
+			break // the beta label repeats the instance type: one opinion, not two
 		}
 		m, shows = it.Model, true
 		if it.Cloud == "config" {
-			c = &Convention{Source: SourceConfig, Key: c.Key}
+			src = SourceConfig
 		}
 		if in.ExpectedCount == 0 {
 			in.ExpectedCount = it.ExpectedCount()
@@ -270,7 +271,7 @@ func (kb *KB) read(in *Inference, c *Convention, key, value string, l map[string
 		shows, names = value != "false" && value != "0", false
 	}
 	if m != nil || shows {
-		in.add(c.Source, key, value, m, names)
+		in.add(src, key, value, m, names)
 	}
 }
 
