@@ -121,18 +121,21 @@ func (s *skimmer) node(o *objectIn) error {
 	})
 }
 
+// capacity reads a resource list (capacity or allocatable), keeping only the accelerator
+// resources the decision reads: cpu, memory, pods and the rest are checked to be strings and
+// not parsed.
 func (s *skimmer) capacity(m *map[string]resource.Quantity) error {
 	if s.null() {
 		*m = nil
 		return nil
 	}
-	if *m == nil {
-		*m = map[string]resource.Quantity{}
-	}
 	return s.object(func(key []byte) error {
 		var v string
-		if err := s.str(&v); err != nil {
+		if err := s.str(&v); err != nil || gpuinfo.ResourceKind(string(key)) == "" {
 			return err
+		}
+		if *m == nil {
+			*m = map[string]resource.Quantity{}
 		}
 		q, err := gpuinfo.ParseQuantity(v)
 		if err != nil {

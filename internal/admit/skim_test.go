@@ -32,13 +32,16 @@ type strictNode struct {
 	} `json:"status"`
 }
 
-// strictQuantities parses a resource list the way the skimmer does.
+// strictQuantities parses the accelerator resources of a resource list, as the skimmer does.
 func strictQuantities(in map[string]string) (map[string]resource.Quantity, error) {
 	if in == nil {
 		return nil, nil
 	}
 	out := map[string]resource.Quantity{}
 	for k, v := range in {
+		if gpuinfo.ResourceKind(k) == "" {
+			continue // the decision reads only accelerator resources
+		}
 		q, err := gpuinfo.ParseQuantity(v)
 		if err != nil {
 			return nil, err
