@@ -40,6 +40,9 @@ type Convention struct {
 	read     reader
 }
 
+// Reader names how the convention's labels are read (labels.tsv's reader column).
+func (c *Convention) Reader() string { return string(c.read) }
+
 func (kb *KB) parseConventions(data []byte) ([]*Convention, error) {
 	var out []*Convention
 	err := eachRow(data, 7, func(line int, f []string) error {

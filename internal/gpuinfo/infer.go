@@ -563,3 +563,8 @@ func abs(x int64) int64 {
 // GPUResourceNames and GPUResourcePrefixes list the capacity names that count as GPUs.
 func GPUResourceNames() []string    { return append([]string(nil), gpuResources...) }
 func GPUResourcePrefixes() []string { return append([]string(nil), gpuPrefixes...) }
+
+// AcceleratorResourceNames and AcceleratorResourcePrefixes list the capacity names of
+// accelerators that are not GPUs.
+func AcceleratorResourceNames() []string    { return append([]string(nil), accResources...) }
+func AcceleratorResourcePrefixes() []string { return append([]string(nil), accPrefixes...) }

@@ -43,6 +43,9 @@ type Model struct {
 	match [][]string // token sets, any one of which identifies the model in a product string
 }
 
+// Match returns the token sets any one of which names the model in a product string.
+func (m *Model) Match() [][]string { return m.match }
+
 // LabelValue is the value the webhook writes for the model: its name, lowercased.
 func (m *Model) LabelValue() string { return strings.ToLower(m.Name) }
 

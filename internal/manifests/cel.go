@@ -22,7 +22,8 @@ func celResources() string {
 	for _, p := range gpuinfo.GPUResourcePrefixes() {
 		tests = append(tests, fmt.Sprintf("k.startsWith(%s)", quote(p)))
 	}
-	tests = append(tests, fmt.Sprintf("k.matches(%s)", rawQuote(gpuinfo.NamedResourcePattern)))
+	// The regular expression only where the cheap prefix test passes: this runs on every key.
+	tests = append(tests, fmt.Sprintf("(k.startsWith('nvidia.com/') && k.matches(%s))", rawQuote(gpuinfo.NamedResourcePattern)))
 	var fields []string
 	for _, f := range []string{"capacity", "allocatable"} {
 		fields = append(fields, fmt.Sprintf("(has(object.status.%s) && object.status.%s.exists(k, (%s) && object.status.%s[k] != '0'))",
@@ -39,7 +40,7 @@ func celGPULabels() string {
 	for _, p := range kb.GPULabelPrefixes() {
 		tests = append(tests, fmt.Sprintf("k.startsWith(%s)", quote(p)))
 	}
-	tests = append(tests, fmt.Sprintf("k.matches(%s)", rawQuote(kb.NFDGPUPattern())))
+	tests = append(tests, fmt.Sprintf("(k.startsWith(%s) && k.matches(%s))", quote(nfdPrefix), rawQuote(kb.NFDGPUPattern())))
 	return fmt.Sprintf("object.metadata.labels.exists(k, %s)", strings.Join(tests, " || "))
 }
 
@@ -74,6 +75,8 @@ func MayNeedLabelExpression(labelKey string) string {
 	return fmt.Sprintf("request.operation == 'CREATE' || oldObject == null || !has(object.metadata.labels) || !(%s in object.metadata.labels) || %s != %s || %s != %s",
 		quote(labelKey), labels("object"), labels("oldObject"), capacity("object"), capacity("oldObject"))
 }
+
+const nfdPrefix = "feature.node.kubernetes.io/pci-"
 
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "\\'") + "'" }
 

@@ -324,6 +324,17 @@ patches:
         name: %s
 `, MutatingName, MutatingName))
 
+	if err := add("overlays/policy/policy.yaml", PolicyInstall()...); err != nil {
+		return nil, err
+	}
+	kustomization("overlays/policy/kustomization.yaml", `# Policy mode: the audit and the labeling as admission policies the apiserver evaluates
+# itself (Kubernetes 1.36 or later): no Deployment, no certificate, nothing that can be down.
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - policy.yaml
+`)
+
 	kustomization("overlays/self-signed/kustomization.yaml", fmt.Sprintf(`# For clusters without cert-manager. Make the certificates first:
 #   bin/webhook certs --dir manifests/overlays/self-signed/certs
 # then: kubectl apply -k manifests/overlays/self-signed

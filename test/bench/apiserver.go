@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/certs"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/manifests"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/testnode"
 	"github.com/gpu-label-webhook/gpu-label-webhook/test/e2e/env"
 )
@@ -115,6 +118,7 @@ func throughAPIServer(r results, quick bool, profileDir string) error {
 		name   string
 		hook   *nullHook         // a null webhook instead of ours
 		config map[string]string // ours, with this config; neither: no webhook registered
+		policy []any             // admission policies instead of any webhook, opted in
 	}{
 		{name: "without"},
 		{name: "with", config: map[string]string{admit.KeyAutoLabel: "true"}},
@@ -122,6 +126,9 @@ func throughAPIServer(r results, quick bool, profileDir string) error {
 		{name: "warn_only_no_events", config: map[string]string{admit.KeyAutoLabel: "false", admit.KeyEvents: "false"}},
 		{name: "null_patch", hook: nullPatch},
 		{name: "null", hook: nullPlain},
+		// Policy mode: the generated policies, evaluated by the apiserver itself.
+		{name: "policy_label", policy: append(manifests.AuditPolicy(), manifests.LabelPolicy()...)},
+		{name: "policy_audit", policy: manifests.AuditPolicy()},
 	}
 	elapsed := map[string]time.Duration{}
 	procs := map[int]string{nullPlain.proc.cmd.Process.Pid: "null", nullPatch.proc.cmd.Process.Pid: "null"}
@@ -131,8 +138,15 @@ func throughAPIServer(r results, quick bool, profileDir string) error {
 		// Each round starts with another mode, so that none is always first after a switch.
 		for i := range modes {
 			m := modes[(i+round)%len(modes)]
-			var err error
+			err := removePolicies(ctx, cluster.Admin)
 			switch {
+			case err != nil:
+			case m.policy != nil:
+				if err = cluster.SetConfigAndWait(ctx, hook, map[string]string{admit.KeyAutoLabel: "true"}); err == nil {
+					if err = cluster.Unregister(ctx); err == nil {
+						err = installPolicies(ctx, cluster.Admin, m.policy)
+					}
+				}
 			case m.hook != nil:
 				err = cluster.RegisterMutating(ctx, &m.hook.Webhook)
 			case m.config != nil:
@@ -171,6 +185,9 @@ func throughAPIServer(r results, quick bool, profileDir string) error {
 			}
 		}
 	}
+	if err := removePolicies(ctx, cluster.Admin); err != nil {
+		return err
+	}
 	if err := cluster.SetConfigAndWait(ctx, hook, map[string]string{admit.KeyAutoLabel: "true"}); err != nil {
 		return err
 	}
@@ -183,8 +200,8 @@ func throughAPIServer(r results, quick bool, profileDir string) error {
 	if err != nil {
 		return err
 	}
-	// Ours labels in two modes; the patching null webhook in one.
-	if got, want := len(labeled.Items), 3*perPhase*rounds; got != want {
+	// Ours labels in two modes; the patching null webhook and the label policy in one each.
+	if got, want := len(labeled.Items), 4*perPhase*rounds; got != want {
 		return fmt.Errorf("%d nodes labeled through the webhook, want %d", got, want)
 	}
 	r["apiserver_nodes_per_mode"] = perPhase * rounds
@@ -319,4 +336,86 @@ func saveURL(url, path string) error {
 		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
 	}
 	return os.WriteFile(path, b, 0o644)
+}
+
+// installPolicies creates the policy-mode objects and waits until the apiserver enforces them.
+func installPolicies(ctx context.Context, admin *rest.Config, objs []any) error {
+	cs, err := kubernetes.NewForConfig(admin)
+	if err != nil {
+		return err
+	}
+	reg := cs.AdmissionregistrationV1()
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *admissionregistrationv1.ValidatingAdmissionPolicy:
+			_, err = reg.ValidatingAdmissionPolicies().Create(ctx, o, metav1.CreateOptions{})
+		case *admissionregistrationv1.ValidatingAdmissionPolicyBinding:
+			_, err = reg.ValidatingAdmissionPolicyBindings().Create(ctx, o, metav1.CreateOptions{})
+		case *admissionregistrationv1.MutatingAdmissionPolicy:
+			_, err = reg.MutatingAdmissionPolicies().Create(ctx, o, metav1.CreateOptions{})
+		case *admissionregistrationv1.MutatingAdmissionPolicyBinding:
+			_, err = reg.MutatingAdmissionPolicyBindings().Create(ctx, o, metav1.CreateOptions{})
+		default:
+			err = fmt.Errorf("policy object %T", o)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	_, mutates := objs[len(objs)-1].(*admissionregistrationv1.MutatingAdmissionPolicyBinding)
+	// With the label policy the node is labeled, and so not warned about.
+	return waitPolicies(ctx, admin, func(labeled, warned bool) bool { return mutates && labeled || !mutates && warned })
+}
+
+// removePolicies deletes the policy-mode objects, if there are any, and waits until the
+// apiserver no longer enforces them.
+func removePolicies(ctx context.Context, admin *rest.Config) error {
+	cs, err := kubernetes.NewForConfig(admin)
+	if err != nil {
+		return err
+	}
+	reg := cs.AdmissionregistrationV1()
+	if _, err := reg.ValidatingAdmissionPolicies().Get(ctx, manifests.AuditPolicyName, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		return nil
+	}
+	ignore := func(err error) error {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	if err := errors.Join(
+		ignore(reg.MutatingAdmissionPolicyBindings().Delete(ctx, manifests.PolicyName, metav1.DeleteOptions{})),
+		ignore(reg.MutatingAdmissionPolicies().Delete(ctx, manifests.PolicyName, metav1.DeleteOptions{})),
+		ignore(reg.ValidatingAdmissionPolicyBindings().Delete(ctx, manifests.AuditPolicyName, metav1.DeleteOptions{})),
+		ignore(reg.ValidatingAdmissionPolicies().Delete(ctx, manifests.AuditPolicyName, metav1.DeleteOptions{})),
+	); err != nil {
+		return err
+	}
+	return waitPolicies(ctx, admin, func(labeled, warned bool) bool { return !labeled && !warned })
+}
+
+// waitPolicies creates and deletes probe GPU nodes, with no webhook registered, until what
+// the apiserver does with one (labels it, warns about it) satisfies done.
+func waitPolicies(ctx context.Context, admin *rest.Config, done func(labeled, warned bool) bool) error {
+	var w env.Warnings
+	cs, err := env.Client(admin, &w)
+	if err != nil {
+		return err
+	}
+	for i := 0; i < 300; i++ {
+		w.Take()
+		n, err := cs.CoreV1().Nodes().Create(ctx, testnode.Realistic(fmt.Sprintf("policy-probe-%d", time.Now().UnixNano()), "p4d.24xlarge", 0), metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		if err := cs.CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{}); err != nil {
+			return err
+		}
+		if done(n.Labels[admit.DefaultLabelKey] != "", len(w.Take()) > 0) {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return errors.New("the admission policies did not come into or out of force in 30 s")
 }
