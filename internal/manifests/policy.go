@@ -87,7 +87,7 @@ func PolicyVariables() []Variable {
 
 // sourceExpression reads one convention's label. It returns the product string the chain
 // must name ("" when the reader needs none) and the source's value given the chain's answer
-// for it: ” when the label is absent or names nothing and the webhook would go on to the
+// for it: the empty string when the label is absent or names nothing and the webhook would go on to the
 // next source, stop when CEL cannot tell what the webhook would conclude, else the label
 // value. read is nil for a convention CEL does not read.
 func sourceExpression(kb *gpuinfo.KB, c *gpuinfo.Convention) (input string, read func(product string) string) {
