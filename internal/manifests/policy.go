@@ -52,7 +52,9 @@ func PolicyVariables() []Variable {
 	// Every source that reads a product string puts it in one list, and one chain names them
 	// all: products[i] is the model product_inputs[i] names, '-' for none.
 	var inputs, names []string
-	var reads []string
+	// The device plugin's resource named after its model is the most trusted evidence; CEL
+	// does not read it.
+	reads := []string{fmt.Sprintf("%s ? %s : ''", namedResourceExpression(), quote(stop))}
 	for _, c := range kb.Conventions() {
 		in, read := sourceExpression(kb, c)
 		if read == nil {
@@ -76,10 +78,13 @@ func PolicyVariables() []Variable {
 	}
 	all := strings.Join(names, ", ")
 	vars = append(vars,
-		Variable{"unreadable", unreadableExpression(kb)},
-		Variable{"first", fmt.Sprintf("variables.unreadable ? %s : [%s].filter(x, x != '')", list([]string{stop}), all)},
+		Variable{"accelerators", acceleratorsExpression()},
+		Variable{"first", fmt.Sprintf("variables.accelerators ? %s : [%s].filter(x, x != '')", list([]string{stop}), all)},
 		Variable{"chosen", "size(variables.first) == 0 ? '' : variables.first[0]"},
-		Variable{"refined", fmt.Sprintf("variables.chosen in %s ? [%s].filter(x, x in %s[variables.chosen]) : []", refinesMap(kb), all, refinesMap(kb))},
+		// A more specific name of the chosen chip wins from any source; a source CEL cannot
+		// read might hold one, so then CEL cannot tell.
+		Variable{"refined", fmt.Sprintf("variables.chosen in %s ? ('?' in [%s] ? ['?'] : [%s].filter(x, x in %s[variables.chosen])) : []",
+			refinesMap(kb), all, all, refinesMap(kb))},
 		Variable{"value", "size(variables.refined) > 0 ? variables.refined[0] : variables.chosen"},
 	)
 	return vars
@@ -91,8 +96,21 @@ func PolicyVariables() []Variable {
 // next source, stop when CEL cannot tell what the webhook would conclude, else the label
 // value. read is nil for a convention CEL does not read.
 func sourceExpression(kb *gpuinfo.KB, c *gpuinfo.Convention) (input string, read func(product string) string) {
-	if c.Prefix || c.Reader() == "present" || c.Reader() == "nfd-pci" {
-		return "", nil // unreadableExpression covers the prefixed labels that can name a model
+	switch {
+	case c.Reader() == "pci-key":
+		// A PCI device ID in the key (AMD's legacy count labels): CEL does not read it, so at
+		// this place in the trust order it cannot tell.
+		return "", func(string) string {
+			return fmt.Sprintf("variables.labels.exists(k, k.startsWith(%s)) ? %s : ''", quote(c.Key), quote(stop))
+		}
+	case c.Reader() == "nfd-pci":
+		// NFD labels with a device ID can name a model; without one, they name none.
+		return "", func(string) string {
+			return fmt.Sprintf("variables.labels.exists(k, k.startsWith(%s) && k.matches(%s)) ? %s : ''",
+				quote(nfdPrefix), rawQuote(`^feature\.node\.kubernetes\.io/pci-([0-9a-f]{4}_)?(10de|1002|8086)_[0-9a-f]{4}`), quote(stop))
+		}
+	case c.Prefix || c.Reader() == "present":
+		return "", nil // names no model: Intel's table rows have none, presence labels never do
 	}
 	v := fmt.Sprintf("string(variables.labels[%s])", quote(c.Key))
 	present := fmt.Sprintf("%s in variables.labels && %s != ''", quote(c.Key), v)
@@ -142,23 +160,21 @@ func sourceExpression(kb *gpuinfo.KB, c *gpuinfo.Convention) (input string, read
 	return "", nil
 }
 
-// unreadableExpression is true when the node shows evidence the webhook reads and CEL does
-// not, and that could name a model: a device plugin resource named after its model, AMD's
-// count-style device-ID labels, Node Feature Discovery PCI labels with a device ID, or a
-// capacity of accelerators that are not GPUs (the webhook never labels those nodes).
-func unreadableExpression(kb *gpuinfo.KB) string {
+// namedResourceExpression is true when capacity or allocatable holds a device plugin
+// resource named after its model (KubeVirt's nvidia.com/GA100_A100_SXM4_40GB).
+func namedResourceExpression() string {
 	var tests []string
 	for _, f := range []string{"capacity", "allocatable"} {
-		tests = append(tests, fmt.Sprintf("(has(object.status) && has(object.status.%s) && object.status.%s.exists(k, k.startsWith('nvidia.com/') && k.matches(%s)))", f, f, rawQuote(gpuinfo.NamedResourcePattern)))
+		tests = append(tests, fmt.Sprintf("(has(object.status) && has(object.status.%s) && object.status.%s.exists(k, k.startsWith('nvidia.com/') && k.matches(%s)))",
+			f, f, rawQuote(gpuinfo.NamedResourcePattern)))
 	}
-	var keys []string
-	for _, c := range kb.Conventions() {
-		if c.Prefix && c.Reader() == "pci-key" {
-			keys = append(keys, fmt.Sprintf("k.startsWith(%s)", quote(c.Key)))
-		}
-	}
-	keys = append(keys, fmt.Sprintf("(k.startsWith(%s) && k.matches(%s))", quote(nfdPrefix), rawQuote(`^feature\.node\.kubernetes\.io/pci-([0-9a-f]{4}_)?(10de|1002|8086)_[0-9a-f]{4}`)))
-	tests = append(tests, fmt.Sprintf("variables.labels.exists(k, %s)", strings.Join(keys, " || ")))
+	return strings.Join(tests, " || ")
+}
+
+// acceleratorsExpression is true when the node reports accelerators that are not GPUs
+// (Neuron, Gaudi, TPU): the webhook never labels such a node, and CEL does not weigh them
+// against GPU resources as the webhook does.
+func acceleratorsExpression() string {
 	var acc []string
 	for _, r := range gpuinfo.AcceleratorResourceNames() {
 		acc = append(acc, fmt.Sprintf("k == %s", quote(r)))
@@ -166,7 +182,11 @@ func unreadableExpression(kb *gpuinfo.KB) string {
 	for _, p := range gpuinfo.AcceleratorResourcePrefixes() {
 		acc = append(acc, fmt.Sprintf("k.startsWith(%s)", quote(p)))
 	}
-	tests = append(tests, fmt.Sprintf("(has(object.status) && has(object.status.capacity) && object.status.capacity.exists(k, (%s) && object.status.capacity[k] != '0'))", strings.Join(acc, " || ")))
+	var tests []string
+	for _, f := range []string{"capacity", "allocatable"} {
+		tests = append(tests, fmt.Sprintf("(has(object.status) && has(object.status.%s) && object.status.%s.exists(k, (%s) && object.status.%s[k] != '0'))",
+			f, f, strings.Join(acc, " || "), f))
+	}
 	return strings.Join(tests, " || ")
 }
 

@@ -41,7 +41,7 @@ func TestPolicyMode(t *testing.T) {
 			t.Fatalf("kubectl %v: %v\n%s", args, err, out)
 		}
 	}
-	run("apply", "--server-side", "-k", filepath.Join(cluster.Root, "manifests", "overlays", "policy"))
+	run("apply", "-k", filepath.Join(cluster.Root, "manifests", "overlays", "policy"))
 	defer run("delete", "--ignore-not-found",
 		"validatingadmissionpolicy/"+manifests.AuditPolicyName, "validatingadmissionpolicybinding/"+manifests.AuditPolicyName,
 		"mutatingadmissionpolicy/"+manifests.PolicyName, "mutatingadmissionpolicybinding/"+manifests.PolicyName)
