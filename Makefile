@@ -15,13 +15,21 @@ SHELL       := /bin/bash
 
 export KUBEBUILDER_ASSETS := $(abspath $(K8S_BIN))
 
-.PHONY: help build test unit e2e verify manifests demo bench fuzz tools docker-build deploy undeploy clean
+.PHONY: install help build test unit e2e verify manifests demo bench fuzz tools docker-build deploy undeploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 build: ## Build bin/webhook (static)
 	$(BUILD_CMD)
+
+# Where `make install` puts the binary, as gpu-label-webhook and as the kubectl plugin.
+BINDIR      ?= $(HOME)/.local/bin
+
+install: build ## Install bin/webhook into BINDIR as gpu-label-webhook and as kubectl-gpu_label (kubectl gpu-label ...)
+	install -d $(BINDIR)
+	install -m 0755 $(BIN)/webhook $(BINDIR)/gpu-label-webhook
+	install -m 0755 $(BIN)/webhook $(BINDIR)/kubectl-gpu_label
 
 test: verify unit e2e ## Everything: verify, unit tests with -race, end-to-end tests on a real apiserver
 

@@ -13,5 +13,5 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	os.Exit(app.Main(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	os.Exit(app.MainAs(ctx, app.DisplayName(os.Args[0]), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

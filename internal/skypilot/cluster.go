@@ -29,6 +29,9 @@ type Options struct {
 	// WebhookLabels says `webhook label` writes SkyPilot's own key (the config's labelKey is
 	// skypilot.co/accelerator), so it is the fix for unlabeled nodes.
 	WebhookLabels bool
+	// LabelCommand is how the fix names that command: "webhook label" unless set (as a
+	// kubectl plugin, "kubectl gpu-label label").
+	LabelCommand string
 }
 
 // Severity orders findings.
@@ -324,7 +327,11 @@ func (a *analysis) labelFix(nodes []*Node) string {
 		}
 	}
 	if byWebhook {
-		cmds = append([]string{"webhook label"}, cmds...)
+		label := a.opts.LabelCommand
+		if label == "" {
+			label = "webhook label"
+		}
+		cmds = append([]string{label}, cmds...)
 	}
 	if len(ignored) > 0 {
 		cmds = append(cmds, fmt.Sprintf("fix the value named by %s; SkyPilot then reads %s on %s", ReasonSchemeIgnored, KeySkyPilot, strings.Join(ignored, ", ")))

@@ -147,3 +147,39 @@ func TestPolicyMode(t *testing.T) {
 		t.Errorf("warnings: %q", w.all())
 	}
 }
+
+// Installed as kubectl-gpu_label on the PATH, the binary runs as a kubectl plugin through the
+// real kubectl, and names itself the way kubectl does.
+func TestKubectlPlugin(t *testing.T) {
+	dir := t.TempDir()
+	b, err := os.ReadFile(filepath.Join(cluster.Root, "bin", "webhook"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kubectl-gpu_label"), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	kc, err := cluster.KubeconfigFile("plugin-admin", "system:masters")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl := func(args ...string) string {
+		// kubectl takes no flags before a plugin's name: the plugin reads KUBECONFIG as kubectl does.
+		cmd := exec.Command(filepath.Join(cluster.Root, "bin", "k8s", "kubectl"), args...)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+kc, "PATH="+dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	if out := kubectl("plugin", "list"); !strings.Contains(out, "kubectl-gpu_label") {
+		t.Errorf("kubectl plugin list:\n%s", out)
+	}
+	if out := kubectl("gpu-label", "check", "--help"); !strings.Contains(out, "kubectl gpu-label check [flags]") {
+		t.Errorf("help:\n%s", out)
+	}
+	if out := kubectl("gpu-label", "check", "-l", "pool=sp"); !strings.Contains(out, "What SkyPilot will see") {
+		t.Errorf("check:\n%s", out)
+	}
+}

@@ -137,6 +137,7 @@ func newCheckCommand(s streams) *cobra.Command {
 			cluster := skypilot.Analyze(seen, skypilot.Options{
 				CustomResourceKey: os.Getenv(skypilot.CustomKeyEnvVar),
 				WebhookLabels:     cfg.LabelKey == skypilot.KeySkyPilot,
+				LabelCommand:      s.name + " label",
 			})
 			if cfg.LabelKey == skypilot.KeySkyPilot {
 				for i := range records {
@@ -163,7 +164,7 @@ func newCheckCommand(s streams) *cobra.Command {
 					fmt.Fprintf(s.out, " Note: %s.", note)
 				}
 				if fixable > 0 {
-					fmt.Fprintf(s.out, " Fix the %d that can be fixed: webhook label", fixable)
+					fmt.Fprintf(s.out, " Fix the %d that can be fixed: %s label", fixable, s.name)
 					if f.selector != "" {
 						fmt.Fprintf(s.out, " -l '%s'", f.selector)
 					}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -28,15 +30,35 @@ func (e *exitError) Unwrap() error { return e.err }
 
 func withCode(code int, err error) error { return &exitError{code: code, err: err} }
 
-// streams are the command's standard streams, injected so commands are testable.
+// streams are the command's standard streams, injected so commands are testable, and the
+// name the command was called by, for help and messages.
 type streams struct {
 	in       io.Reader
 	out, err io.Writer
+	name     string
 }
 
-// Main runs the command line and returns the exit code.
+// DisplayName is how help and messages name the command called as argv0: as a kubectl
+// plugin (kubectl-gpu_label), "kubectl gpu-label", the way kubectl names plugins.
+func DisplayName(argv0 string) string {
+	base := filepath.Base(argv0)
+	if plugin, ok := strings.CutPrefix(base, "kubectl-"); ok && plugin != "" {
+		return "kubectl " + strings.ReplaceAll(plugin, "_", "-")
+	}
+	return DefaultName
+}
+
+// DefaultName is the command's name when it is not called as a kubectl plugin.
+const DefaultName = "webhook"
+
+// Main runs the command line as "webhook" and returns the exit code.
 func Main(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer) int {
-	cmd := NewRootCommand(streams{in, out, errOut})
+	return MainAs(ctx, DefaultName, args, in, out, errOut)
+}
+
+// MainAs runs the command line under a display name and returns the exit code.
+func MainAs(ctx context.Context, name string, args []string, in io.Reader, out, errOut io.Writer) int {
+	cmd := NewRootCommand(streams{in, out, errOut, name})
 	cmd.SetArgs(args)
 	cmd.SetIn(in)
 	cmd.SetOut(out)
@@ -58,8 +80,12 @@ func Main(ctx context.Context, args []string, in io.Reader, out, errOut io.Write
 
 // NewRootCommand builds the webhook command and its subcommands.
 func NewRootCommand(s streams) *cobra.Command {
+	if s.name == "" {
+		s.name = DefaultName
+	}
 	root := &cobra.Command{
-		Use:           "webhook",
+		Use:           DefaultName,
+		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: s.name},
 		Short:         "Labels GPU nodes with their accelerator model as they join, or says how to",
 		SilenceUsage:  true,
 		SilenceErrors: true,

@@ -60,3 +60,26 @@ func TestVersion(t *testing.T) {
 		t.Errorf("exit %d: %q", code, out.String())
 	}
 }
+
+// Installed as kubectl-gpu_label, the binary is a kubectl plugin: help and fixes name it the
+// way kubectl does.
+func TestKubectlPluginName(t *testing.T) {
+	for argv0, want := range map[string]string{
+		"/usr/local/bin/kubectl-gpu_label": "kubectl gpu-label",
+		"kubectl-gpu_label":                "kubectl gpu-label",
+		"/bin/gpu-label-webhook":           DefaultName,
+		"webhook":                          DefaultName,
+		"kubectl-":                         DefaultName,
+	} {
+		if got := DisplayName(argv0); got != want {
+			t.Errorf("DisplayName(%q) = %q, want %q", argv0, got, want)
+		}
+	}
+	var out bytes.Buffer
+	if code := MainAs(context.Background(), "kubectl gpu-label", []string{"check", "--help"}, nil, &out, &out); code != 0 {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+	if !strings.Contains(out.String(), "kubectl gpu-label check [flags]") {
+		t.Errorf("help does not use the plugin's name:\n%s", out.String())
+	}
+}
