@@ -15,15 +15,22 @@ import (
 // celResources is true when a GPU resource shows in capacity, or in allocatable, with a
 // non-zero quantity; the names come from the same lists gpuinfo reads.
 func celResources() string {
+	// The regular expression only where the cheap prefix test passes: this runs on every key.
+	named := fmt.Sprintf("(k.startsWith('nvidia.com/') && k.matches(%s))", rawQuote(gpuinfo.NamedResourcePattern))
+	return celResourcesShown(gpuinfo.GPUResourceNames(), gpuinfo.GPUResourcePrefixes(), named)
+}
+
+// celResourcesShown is true when capacity or allocatable has a non-zero quantity of a
+// resource of these names or prefixes, or one the extra tests on k accept.
+func celResourcesShown(names, prefixes []string, extra ...string) string {
 	var tests []string
-	for _, r := range gpuinfo.GPUResourceNames() {
+	for _, r := range names {
 		tests = append(tests, fmt.Sprintf("k == %s", quote(r)))
 	}
-	for _, p := range gpuinfo.GPUResourcePrefixes() {
+	for _, p := range prefixes {
 		tests = append(tests, fmt.Sprintf("k.startsWith(%s)", quote(p)))
 	}
-	// The regular expression only where the cheap prefix test passes: this runs on every key.
-	tests = append(tests, fmt.Sprintf("(k.startsWith('nvidia.com/') && k.matches(%s))", rawQuote(gpuinfo.NamedResourcePattern)))
+	tests = append(tests, extra...)
 	var fields []string
 	for _, f := range []string{"capacity", "allocatable"} {
 		fields = append(fields, fmt.Sprintf("(has(object.status.%s) && object.status.%s.exists(k, (%s) && object.status.%s[k] != '0'))",

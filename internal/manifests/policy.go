@@ -175,19 +175,7 @@ func namedResourceExpression() string {
 // (Neuron, Gaudi, TPU): the webhook never labels such a node, and CEL does not weigh them
 // against GPU resources as the webhook does.
 func acceleratorsExpression() string {
-	var acc []string
-	for _, r := range gpuinfo.AcceleratorResourceNames() {
-		acc = append(acc, fmt.Sprintf("k == %s", quote(r)))
-	}
-	for _, p := range gpuinfo.AcceleratorResourcePrefixes() {
-		acc = append(acc, fmt.Sprintf("k.startsWith(%s)", quote(p)))
-	}
-	var tests []string
-	for _, f := range []string{"capacity", "allocatable"} {
-		tests = append(tests, fmt.Sprintf("(has(object.status) && has(object.status.%s) && object.status.%s.exists(k, (%s) && object.status.%s[k] != '0'))",
-			f, f, strings.Join(acc, " || "), f))
-	}
-	return strings.Join(tests, " || ")
+	return celResourcesShown(gpuinfo.AcceleratorResourceNames(), gpuinfo.AcceleratorResourcePrefixes())
 }
 
 // productChain names the model a product string names, as gpuinfo matches it: the first
