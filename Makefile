@@ -51,8 +51,8 @@ verify: ## gofmt, go vet, and the manifests match their generator
 	$(GO) vet -tags e2e ./test/e2e/
 	$(GO) test -count=1 -run 'TestManifestsUpToDate|TestREADMEUpToDate' ./internal/manifests
 
-manifests: ## Regenerate manifests/ and the README's reference sections
-	$(GO) run ./cmd/webhook manifests --dir manifests --readme README.md
+manifests: ## Regenerate manifests/, the Helm chart and the README's reference sections
+	$(GO) run ./cmd/webhook manifests --dir manifests --chart-dir charts/gpu-label-webhook --readme README.md
 
 demo: tools build ## Tell the story on a local control plane (KEEP=1 leaves it running)
 	$(GO) run ./test/demo $(if $(KEEP),--keep)
@@ -65,11 +65,16 @@ fuzz: ## Run the fuzz targets longer
 	$(GO) test $(FUZZ) -fuzz FuzzReview -fuzztime 2m ./internal/admit
 	$(GO) test $(FUZZ) -fuzz FuzzSkim -fuzztime 2m ./internal/admit
 
-tools: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl $(K8S_BIN)/etcd ## Build kube-apiserver, kubectl and etcd into bin/k8s
+tools: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl $(K8S_BIN)/etcd $(K8S_BIN)/helm ## Build kube-apiserver, kubectl, etcd and helm into bin/k8s
 
 $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl &: test/tools/k8s/go.mod test/tools/k8s/go.sum
 	mkdir -p $(K8S_BIN)
 	cd test/tools/k8s && $(GO) build -trimpath -ldflags "$(K8S_LDFLAGS)" -o $(abspath $(K8S_BIN))/ k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+
+HELM_VERSION := $(shell awk '{for (i = 1; i < NF; i++) if ($$i == "helm.sh/helm/v3") print $$(i+1)}' test/tools/helm/go.mod)
+$(K8S_BIN)/helm: test/tools/helm/go.mod test/tools/helm/go.sum
+	mkdir -p $(K8S_BIN)
+	cd test/tools/helm && $(GO) build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)" -o $(abspath $(K8S_BIN))/helm helm.sh/helm/v3/cmd/helm
 
 $(K8S_BIN)/etcd: test/tools/etcd/go.mod test/tools/etcd/go.sum
 	mkdir -p $(K8S_BIN)

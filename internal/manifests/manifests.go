@@ -430,6 +430,19 @@ func Write(dir string) error {
 	if err != nil {
 		return err
 	}
+	return writeFiles(dir, files)
+}
+
+// WriteChart writes the Helm chart into dir.
+func WriteChart(dir string) error {
+	files, err := ChartFiles()
+	if err != nil {
+		return err
+	}
+	return writeFiles(dir, files)
+}
+
+func writeFiles(dir string, files map[string][]byte) error {
 	paths := make([]string, 0, len(files))
 	for p := range files {
 		paths = append(paths, p)

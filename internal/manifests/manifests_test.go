@@ -19,18 +19,20 @@ import (
 
 // The checked-in manifests are what the generator writes.
 func TestManifestsUpToDate(t *testing.T) {
-	files, err := Files()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for path, want := range files {
-		got, err := os.ReadFile(filepath.Join("..", "..", "manifests", path))
+	for dir, gen := range map[string]func() (map[string][]byte, error){"manifests": Files, ChartDir: ChartFiles} {
+		files, err := gen()
 		if err != nil {
-			t.Errorf("%s: %v (run make manifests)", path, err)
-			continue
+			t.Fatal(err)
 		}
-		if string(got) != string(want) {
-			t.Errorf("manifests/%s differs from the generator: run make manifests", path)
+		for path, want := range files {
+			got, err := os.ReadFile(filepath.Join("..", "..", dir, path))
+			if err != nil {
+				t.Errorf("%s/%s: %v (run make manifests)", dir, path, err)
+				continue
+			}
+			if string(got) != string(want) {
+				t.Errorf("%s/%s differs from the generator: run make manifests", dir, path)
+			}
 		}
 	}
 }

@@ -10,7 +10,7 @@ import (
 )
 
 func newManifestsCommand(s streams) *cobra.Command {
-	var dir, readme string
+	var dir, chartDir, readme string
 	cmd := &cobra.Command{
 		Use:   "manifests",
 		Short: "Write the install manifests (base and overlays) generated from the server's own values",
@@ -20,6 +20,12 @@ func newManifestsCommand(s streams) *cobra.Command {
 				return withCode(ExitError, err)
 			}
 			fmt.Fprintf(s.out, "wrote manifests to %s\n", dir)
+			if chartDir != "" {
+				if err := manifests.WriteChart(chartDir); err != nil {
+					return withCode(ExitError, err)
+				}
+				fmt.Fprintf(s.out, "wrote the Helm chart to %s\n", chartDir)
+			}
 			if readme != "" {
 				if err := manifests.UpdateREADME(readme); err != nil {
 					return withCode(ExitError, err)
@@ -30,6 +36,7 @@ func newManifestsCommand(s streams) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "manifests", "folder to write to")
+	cmd.Flags().StringVar(&chartDir, "chart-dir", "", "also write the Helm chart to this folder (charts/gpu-label-webhook)")
 	cmd.Flags().StringVar(&readme, "readme", "", "also update the generated reference sections of this README")
 	return cmd
 }

@@ -1,0 +1,372 @@
+package manifests
+
+import (
+	"encoding/json"
+	"fmt"
+	"path"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+)
+
+// The Helm chart is a rendering of the same Go values as manifests/: each template is an
+// object marshalled here with a few lines turned into template expressions. A test renders it
+// with helm and compares it with the cert-manager overlay.
+
+// ChartDir is where the chart lives in the repository.
+const ChartDir = "charts/" + Name
+
+// ChartVersion is the chart's own version; appVersion follows the binary's releases.
+const ChartVersion = "0.1.0"
+
+// chartValues are the chart's default values; values.schema.json describes them.
+func chartValues() map[string]any {
+	d := Deployment()
+	c := d.Spec.Template.Spec.Containers[0]
+	config := map[string]any{}
+	for _, k := range admit.ConfigKeys {
+		config[k.Key] = ""
+	}
+	config[admit.KeyAutoLabel] = "false"
+	return map[string]any{
+		"image":             map[string]any{"repository": strings.Split(Image, ":")[0], "tag": strings.Split(Image, ":")[1], "pullPolicy": ""},
+		"replicas":          *d.Spec.Replicas,
+		"resources":         c.Resources,
+		"nodeSelector":      map[string]any{},
+		"tolerations":       []any{},
+		"affinity":          map[string]any{},
+		"priorityClassName": d.Spec.Template.Spec.PriorityClassName,
+		"podLabels":         map[string]any{},
+		"podAnnotations":    map[string]any{},
+		"config":            config,
+		"certificates": map[string]any{
+			"mode":       "cert-manager",
+			"secretName": TLSSecretName,
+			"caBundle":   "",
+		},
+		"auditOnly":      false,
+		"serviceMonitor": map[string]any{"enabled": false, "interval": "30s", "labels": map[string]any{}},
+	}
+}
+
+// chartSchema makes a typo in values fail at install: every object says which keys it has.
+func chartSchema() map[string]any {
+	obj := func(props map[string]any) map[string]any {
+		return map[string]any{"type": "object", "additionalProperties": false, "properties": props}
+	}
+	str := map[string]any{"type": "string"}
+	free := map[string]any{"type": "object"}
+	configProps := map[string]any{}
+	for _, k := range admit.ConfigKeys {
+		// --set config.autoLabel=true gives a boolean: the template quotes every value.
+		configProps[k.Key] = map[string]any{"type": []string{"string", "boolean"}, "description": k.Doc}
+	}
+	return map[string]any{
+		"$schema": "https://json-schema.org/draft-07/schema#",
+		"type":    "object", "additionalProperties": false,
+		"properties": map[string]any{
+			"image":             obj(map[string]any{"repository": str, "tag": str, "pullPolicy": map[string]any{"type": "string", "enum": []string{"", "Always", "IfNotPresent", "Never"}}}),
+			"replicas":          map[string]any{"type": "integer", "minimum": 0},
+			"resources":         free,
+			"nodeSelector":      map[string]any{"type": "object", "additionalProperties": str},
+			"tolerations":       map[string]any{"type": "array"},
+			"affinity":          free,
+			"priorityClassName": str,
+			"podLabels":         map[string]any{"type": "object", "additionalProperties": str},
+			"podAnnotations":    map[string]any{"type": "object", "additionalProperties": str},
+			"config":            obj(configProps),
+			"certificates": obj(map[string]any{
+				"mode":       map[string]any{"type": "string", "enum": []string{"cert-manager", "self-signed", "secret"}},
+				"secretName": str,
+				"caBundle":   map[string]any{"type": "string", "description": "base64 PEM CA that signed the Secret's certificate (mode secret)"},
+			}),
+			"auditOnly":      map[string]any{"type": "boolean"},
+			"serviceMonitor": obj(map[string]any{"enabled": map[string]any{"type": "boolean"}, "interval": str, "labels": map[string]any{"type": "object", "additionalProperties": str}}),
+		},
+	}
+}
+
+// ChartFiles renders the chart's files, keyed by path under ChartDir.
+func ChartFiles() (map[string][]byte, error) {
+	files := map[string][]byte{}
+	chart := fmt.Sprintf(`apiVersion: v2
+name: %s
+description: Labels GPU nodes with their accelerator model (skypilot.co/accelerator) as they join, or warns with the exact fix
+type: application
+version: %s
+appVersion: "latest"
+kubeVersion: ">=1.30.0-0"
+home: https://github.com/gpu-label-webhook/gpu-label-webhook
+sources:
+  - https://github.com/gpu-label-webhook/gpu-label-webhook
+keywords: [gpu, nvidia, amd, skypilot, admission-webhook, node-labels]
+annotations:
+  artifacthub.io/license: Apache-2.0
+  artifacthub.io/category: integration-delivery
+  artifacthub.io/prerelease: "true"
+  artifacthub.io/images: |
+    - name: webhook
+      image: %s
+  artifacthub.io/links: |
+    - name: source
+      url: https://github.com/gpu-label-webhook/gpu-label-webhook
+`, Name, ChartVersion, Image)
+	files["Chart.yaml"] = []byte(header + chart)
+	values, err := yaml.Marshal(chartValues())
+	if err != nil {
+		return nil, err
+	}
+	files["values.yaml"] = append([]byte(header+"# Every key is described by values.schema.json; config holds the ConfigMap's keys (see the README).\n"), values...)
+	schema, err := json.MarshalIndent(chartSchema(), "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	files["values.schema.json"] = append(schema, '\n')
+
+	templates := map[string][]any{
+		"serviceaccount.yaml": {Base()[1]},
+		"rbac.yaml":           {Base()[2], Base()[3], Base()[4], Base()[5]},
+		"pdb.yaml":            {Base()[8]},
+		"service.yaml":        {Base()[9]},
+	}
+	for name, objs := range templates {
+		b, err := Marshal(objs...)
+		if err != nil {
+			return nil, err
+		}
+		files[path.Join("templates", name)] = []byte(releaseNamespace(string(b)))
+	}
+	for name, render := range map[string]func() (string, error){
+		"configmap.yaml":      configMapTemplate,
+		"deployment.yaml":     deploymentTemplate,
+		"webhook.yaml":        webhookTemplate,
+		"servicemonitor.yaml": func() (string, error) { return serviceMonitorTemplate, nil },
+	} {
+		text, err := render()
+		if err != nil {
+			return nil, err
+		}
+		files[path.Join("templates", name)] = []byte(text)
+	}
+	return files, nil
+}
+
+// releaseNamespace puts the release's namespace where the manifests name theirs.
+func releaseNamespace(text string) string {
+	r := strings.NewReplacer(
+		"namespace: "+Namespace+"\n", "namespace: {{ .Release.Namespace }}\n",
+		"."+Namespace+".svc", ".{{ .Release.Namespace }}.svc",
+		"inject-ca-from: "+Namespace+"/", "inject-ca-from: {{ .Release.Namespace }}/",
+	)
+	return r.Replace(text)
+}
+
+// replaceLine swaps the one line equal to old (ignoring its indent) for the lines of new,
+// each indented as old was; it fails when old is not there exactly once.
+func replaceLine(text, old string, new ...string) (string, error) {
+	lines := strings.Split(text, "\n")
+	found := -1
+	for i, l := range lines {
+		if strings.TrimSpace(l) == old {
+			if found >= 0 {
+				return "", fmt.Errorf("chart: line %q twice", old)
+			}
+			found = i
+		}
+	}
+	if found < 0 {
+		return "", fmt.Errorf("chart: line %q not found", old)
+	}
+	indent := lines[found][:len(lines[found])-len(strings.TrimLeft(lines[found], " "))]
+	var out []string
+	for _, n := range new {
+		out = append(out, indent+n)
+	}
+	lines = append(lines[:found], append(out, lines[found+1:]...)...)
+	return strings.Join(lines, "\n"), nil
+}
+
+// replaceBlock swaps a line and the more indented lines under it for new.
+func replaceBlock(text, old string, new ...string) (string, error) {
+	lines := strings.Split(text, "\n")
+	for i, l := range lines {
+		if strings.TrimSpace(l) != old {
+			continue
+		}
+		indent := len(l) - len(strings.TrimLeft(l, " "))
+		end := i + 1
+		for end < len(lines) && len(lines[end])-len(strings.TrimLeft(lines[end], " ")) > indent && strings.TrimSpace(lines[end]) != "" {
+			end++
+		}
+		var out []string
+		for _, n := range new {
+			out = append(out, l[:indent]+n)
+		}
+		return strings.Join(append(lines[:i], append(out, lines[end:]...)...), "\n"), nil
+	}
+	return "", fmt.Errorf("chart: block %q not found", old)
+}
+
+type edit struct {
+	block bool
+	old   string
+	new   []string
+}
+
+func applyEdits(text string, edits []edit) (string, error) {
+	var err error
+	for _, e := range edits {
+		if e.block {
+			text, err = replaceBlock(text, e.old, e.new...)
+		} else {
+			text, err = replaceLine(text, e.old, e.new...)
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	return text, nil
+}
+
+func deploymentTemplate() (string, error) {
+	b, err := Marshal(Deployment())
+	if err != nil {
+		return "", err
+	}
+	// The pod template's labels are the selector's plus the values' podLabels.
+	podMeta := "  template:\n    metadata:\n      labels:\n        app.kubernetes.io/name: " + Name + "\n"
+	text := releaseNamespace(string(b))
+	if strings.Count(text, podMeta) != 1 {
+		return "", fmt.Errorf("chart: the pod template's metadata is not where it was")
+	}
+	text = strings.Replace(text, podMeta, podMeta+`        {{- with .Values.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- with .Values.podAnnotations }}
+      annotations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+`, 1)
+	return applyEdits(text, []edit{
+		{old: "replicas: 2", new: []string{"replicas: {{ .Values.replicas }}"}},
+		{old: "image: " + Image, new: []string{`image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"`,
+			"{{- with .Values.image.pullPolicy }}", "imagePullPolicy: {{ . }}", "{{- end }}"}},
+		{block: true, old: "resources:", new: []string{"resources:", "  {{- toYaml .Values.resources | nindent 10 }}"}},
+		{old: "priorityClassName: system-cluster-critical", new: []string{
+			"{{- with .Values.priorityClassName }}", "priorityClassName: {{ . }}", "{{- end }}",
+			"{{- with .Values.nodeSelector }}", "nodeSelector:", "  {{- toYaml . | nindent 8 }}", "{{- end }}",
+			"{{- with .Values.tolerations }}", "tolerations:", "  {{- toYaml . | nindent 8 }}", "{{- end }}",
+			"{{- with .Values.affinity }}", "affinity:", "  {{- toYaml . | nindent 8 }}", "{{- end }}"}},
+		{old: "secretName: " + TLSSecretName, new: []string{"secretName: {{ .Values.certificates.secretName }}"}},
+	})
+}
+
+func configMapTemplate() (string, error) {
+	b, err := Marshal(Base()[6])
+	if err != nil {
+		return "", err
+	}
+	return applyEdits(releaseNamespace(string(b)), []edit{
+		{block: true, old: "data:", new: []string{"data:",
+			"  {{- range $key, $value := .Values.config }}", "  {{- if ne (toString $value) \"\" }}",
+			"  {{ $key }}: {{ toString $value | quote }}", "  {{- end }}", "  {{- end }}"}},
+	})
+}
+
+// webhookTemplate renders the webhook registration for the certificate mode, in one file so
+// that a CA made at install reaches both the Secret and the caBundle.
+func webhookTemplate() (string, error) {
+	certs, err := Marshal(CertManager()...)
+	if err != nil {
+		return "", err
+	}
+	mutating, err := Marshal(Mutating("", nil))
+	if err != nil {
+		return "", err
+	}
+	audit, err := Marshal(Audit("", nil))
+	if err != nil {
+		return "", err
+	}
+	caBundle := []string{"{{- if ne .Values.certificates.mode \"cert-manager\" }}", "caBundle: {{ $caBundle }}", "{{- end }}"}
+	var webhooks []string
+	for _, w := range []string{string(mutating), string(audit)} {
+		w, err := applyEdits(releaseNamespace(w), []edit{{old: "clientConfig:", new: append([]string{"clientConfig:"}, indentAll("  ", caBundle)...)}})
+		if err != nil {
+			return "", err
+		}
+		w, err = applyEdits(w, []edit{{old: "labels:", new: []string{
+			"{{- if eq .Values.certificates.mode \"cert-manager\" }}", "annotations:",
+			"  cert-manager.io/inject-ca-from: {{ .Release.Namespace }}/" + Name + "-serving", "{{- end }}", "labels:"}}})
+		if err != nil {
+			return "", err
+		}
+		webhooks = append(webhooks, strings.TrimSuffix(w, "\n"))
+	}
+	return header + `{{- $caBundle := .Values.certificates.caBundle }}
+{{- if eq .Values.certificates.mode "cert-manager" }}
+` + strings.TrimPrefix(releaseNamespace(string(certs)), header) + `---
+{{- else if eq .Values.certificates.mode "self-signed" }}
+{{- /* A CA and serving pair made at install, kept across upgrades once they exist. */}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace .Values.certificates.secretName }}
+{{- $cert := "" }}{{- $key := "" }}
+{{- if and $secret (index $secret.data "ca.crt") }}
+{{- $caBundle = index $secret.data "ca.crt" }}{{- $cert = index $secret.data "tls.crt" }}{{- $key = index $secret.data "tls.key" }}
+{{- else }}
+{{- $ca := genCA "` + Name + `-ca" 3650 }}
+{{- $dns := list (printf "` + Name + `.%s.svc" .Release.Namespace) (printf "` + Name + `.%s.svc.cluster.local" .Release.Namespace) }}
+{{- $pair := genSignedCert "` + Name + `" nil $dns 365 $ca }}
+{{- $caBundle = $ca.Cert | b64enc }}{{- $cert = $pair.Cert | b64enc }}{{- $key = $pair.Key | b64enc }}
+{{- end }}
+apiVersion: v1
+kind: Secret
+type: kubernetes.io/tls
+metadata:
+  name: {{ .Values.certificates.secretName }}
+  namespace: {{ .Release.Namespace }}
+  labels:
+    app.kubernetes.io/name: ` + Name + `
+data:
+  ca.crt: {{ $caBundle }}
+  tls.crt: {{ $cert }}
+  tls.key: {{ $key }}
+---
+{{- end }}
+{{- if not .Values.auditOnly }}
+` + strings.TrimPrefix(webhooks[0], header) + `
+{{- else }}
+` + strings.TrimPrefix(webhooks[1], header) + `
+{{- end }}
+`, nil
+}
+
+func indentAll(prefix string, lines []string) []string {
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		out[i] = prefix + l
+	}
+	return out
+}
+
+const serviceMonitorTemplate = header + `{{- if .Values.serviceMonitor.enabled }}
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata:
+  name: ` + Name + `
+  namespace: {{ .Release.Namespace }}
+  labels:
+    app.kubernetes.io/name: ` + Name + `
+    {{- with .Values.serviceMonitor.labels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  selector:
+    matchLabels:
+      app.kubernetes.io/name: ` + Name + `
+  endpoints:
+  - port: metrics
+    interval: {{ .Values.serviceMonitor.interval }}
+{{- end }}
+`
