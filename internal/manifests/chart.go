@@ -47,6 +47,7 @@ func chartValues() map[string]any {
 			"caBundle":   "",
 		},
 		"auditOnly":      false,
+		"policyMode":     false,
 		"serviceMonitor": map[string]any{"enabled": false, "interval": "30s", "labels": map[string]any{}},
 	}
 }
@@ -83,6 +84,7 @@ func chartSchema() map[string]any {
 				"caBundle":   map[string]any{"type": "string", "description": "base64 PEM CA that signed the Secret's certificate (mode secret)"},
 			}),
 			"auditOnly":      map[string]any{"type": "boolean"},
+			"policyMode":     map[string]any{"type": "boolean", "description": "admission policies the apiserver runs instead of the webhook (Kubernetes 1.36+)"},
 			"serviceMonitor": obj(map[string]any{"enabled": map[string]any{"type": "boolean"}, "interval": str, "labels": map[string]any{"type": "object", "additionalProperties": str}}),
 		},
 	}
@@ -136,10 +138,9 @@ annotations:
 		if err != nil {
 			return nil, err
 		}
-		files[path.Join("templates", name)] = []byte(releaseNamespace(string(b)))
+		files[path.Join("templates", name)] = []byte(serverOnly(releaseNamespace(string(b))))
 	}
 	for name, render := range map[string]func() (string, error){
-		"configmap.yaml":      configMapTemplate,
 		"deployment.yaml":     deploymentTemplate,
 		"webhook.yaml":        webhookTemplate,
 		"servicemonitor.yaml": func() (string, error) { return serviceMonitorTemplate, nil },
@@ -148,9 +149,30 @@ annotations:
 		if err != nil {
 			return nil, err
 		}
-		files[path.Join("templates", name)] = []byte(text)
+		files[path.Join("templates", name)] = []byte(serverOnly(text))
 	}
+	// The ConfigMap is the webhook's config and the policies' params alike.
+	text, err := configMapTemplate()
+	if err != nil {
+		return nil, err
+	}
+	files["templates/configmap.yaml"] = []byte(text)
+	audit, err := Marshal(AuditPolicy()...)
+	if err != nil {
+		return nil, err
+	}
+	label, err := Marshal(LabelPolicy()...)
+	if err != nil {
+		return nil, err
+	}
+	files["templates/policy.yaml"] = []byte(header + "{{- if .Values.policyMode }}\n" + strings.TrimPrefix(releaseNamespace(string(audit)), header) +
+		"{{- if not .Values.auditOnly }}\n---\n" + strings.TrimPrefix(releaseNamespace(string(label)), header) + "{{- end }}\n{{- end }}\n")
 	return files, nil
+}
+
+// serverOnly renders a template of the webhook's server only outside policy mode.
+func serverOnly(text string) string {
+	return header + "{{- if not .Values.policyMode }}\n" + strings.TrimPrefix(text, header) + "{{- end }}\n"
 }
 
 // releaseNamespace puts the release's namespace where the manifests name theirs.

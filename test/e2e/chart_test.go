@@ -71,11 +71,15 @@ func TestHelmChart(t *testing.T) {
 	t.Run("lint", func(t *testing.T) {
 		helm(t, "lint", "--strict", chart)
 	})
-	t.Run("default rendering is the cert-manager overlay", func(t *testing.T) {
-		got := objects(t, helm(t, "template", manifests.Name, chart, "--namespace", manifests.Namespace, "--kube-version", "1.37.2"))
-		want := objects(t, must(t, filepath.Join(cluster.Root, "bin", "k8s", "kubectl"), "kustomize", filepath.Join(cluster.Root, "manifests", "overlays", "cert-manager")))
-		// A chart does not own its namespace (helm install --create-namespace makes it);
-		// the README says to label it restricted.
+	// A chart does not own its namespace (helm install --create-namespace makes it); the
+	// README says to label it restricted. Every other object is the overlay's.
+	sameAsOverlay := func(t *testing.T, overlay string, set ...string) {
+		args := []string{"template", manifests.Name, chart, "--namespace", manifests.Namespace, "--kube-version", "1.37.2"}
+		for _, kv := range set {
+			args = append(args, "--set", kv)
+		}
+		got := objects(t, helm(t, args...))
+		want := objects(t, must(t, filepath.Join(cluster.Root, "bin", "k8s", "kubectl"), "kustomize", filepath.Join(cluster.Root, "manifests", overlay)))
 		delete(want, "Namespace /"+manifests.Namespace)
 		for k, w := range want {
 			if !reflect.DeepEqual(got[k], w) {
@@ -87,7 +91,9 @@ func TestHelmChart(t *testing.T) {
 				t.Errorf("the chart renders %s, the overlay does not", k)
 			}
 		}
-	})
+	}
+	t.Run("default rendering is the cert-manager overlay", func(t *testing.T) { sameAsOverlay(t, "overlays/cert-manager") })
+	t.Run("policy mode is the policy overlay", func(t *testing.T) { sameAsOverlay(t, "overlays/policy", "policyMode=true") })
 	t.Run("a typo in values fails", func(t *testing.T) {
 		for _, bad := range []string{"replicsa=3", "certificates.mode=letsencrypt", "config.autolabel=true"} {
 			if out, err := run(t, helmBin, "template", "x", chart, "--kube-version", "1.37.2", "--set", bad); err == nil || !strings.Contains(string(out), "schema") {
