@@ -73,9 +73,10 @@ fuzz: ## Run the fuzz targets longer
 	$(GO) test $(FUZZ) -fuzz FuzzSkim -fuzztime 2m ./internal/admit
 
 tools: ## kube-apiserver, kubectl, etcd in bin/k8s: linked from KUBEBUILDER_ASSETS if those are v1.37, else built
-	@test/tools/reuse-assets.sh "$(K8S_ASSETS)" "$(K8S_BIN)" "$(K8S_MINOR)" || $(MAKE) --no-print-directory -j2 k8s-build
+	@test/tools/reuse-assets.sh "$(K8S_ASSETS)" "$(K8S_BIN)" "$(K8S_MINOR)" || $(MAKE) --no-print-directory $(if $(findstring jobserver,$(MAKEFLAGS)),,-j2) k8s-build
 
-# The two builds share nothing but the Go build cache, so they run side by side (-j2 above).
+# The two builds share nothing but the Go build cache, so they run side by side: -j2 above,
+# unless make already runs in parallel (make -j4 test), whose job slots the sub-make shares.
 k8s-build: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl $(K8S_BIN)/etcd
 
 # rm -f first: a target may be a link into the user's KUBEBUILDER_ASSETS (see tools), which
