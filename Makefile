@@ -13,9 +13,15 @@ K8S_LDFLAGS := -s -w $(foreach kv,gitVersion=$(K8S_VERSION) gitMajor=1 gitMinor=
 SHELL       := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
-export KUBEBUILDER_ASSETS := $(abspath $(K8S_BIN))
+# KUBEBUILDER_ASSETS as the user set it (setup-envtest's folder, say), read before the line
+# below points it at bin/k8s: `make tools` reuses the binaries found there.
+K8S_ASSETS  := $(KUBEBUILDER_ASSETS)
+K8S_MINOR   := $(subst v,,$(basename $(K8S_VERSION)))
+# override: the tests run bin/k8s even when KUBEBUILDER_ASSETS is given on the command line.
+override KUBEBUILDER_ASSETS := $(abspath $(K8S_BIN))
+export KUBEBUILDER_ASSETS
 
-.PHONY: install help build test unit e2e verify manifests demo bench fuzz tools docker-build deploy undeploy clean
+.PHONY: install help build test unit e2e verify manifests demo bench fuzz tools k8s-build dist docker-build deploy undeploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -45,11 +51,12 @@ unit: ## Unit tests with the race detector, and each fuzz target for a few secon
 e2e: tools build ## End-to-end tests against kube-apiserver and etcd built from source
 	$(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e/ 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go'
 
-verify: ## gofmt, go vet, and the manifests match their generator
+verify: $(BIN)/actionlint ## gofmt, go vet, the manifests match their generator, the workflows pass actionlint
 	@test -z "$$(gofmt -l cmd internal certs test)" || { gofmt -l cmd internal certs test; echo 'gofmt: files above need formatting'; exit 1; }
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/e2e/
 	$(GO) test -count=1 -run 'TestManifestsUpToDate|TestREADMEUpToDate' ./internal/manifests
+	ACTIONLINT=$(abspath $(BIN)/actionlint) $(GO) test -count=1 -run 'TestWorkflows' ./test/ci
 
 manifests: ## Regenerate manifests/, the Helm chart and the README's reference sections
 	$(GO) run ./cmd/webhook manifests --dir manifests --chart-dir charts/gpu-label-webhook --readme README.md
@@ -65,10 +72,21 @@ fuzz: ## Run the fuzz targets longer
 	$(GO) test $(FUZZ) -fuzz FuzzReview -fuzztime 2m ./internal/admit
 	$(GO) test $(FUZZ) -fuzz FuzzSkim -fuzztime 2m ./internal/admit
 
-tools: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl $(K8S_BIN)/etcd $(K8S_BIN)/helm ## Build kube-apiserver, kubectl, etcd and helm into bin/k8s
+tools: ## kube-apiserver, kubectl, etcd in bin/k8s (linked from KUBEBUILDER_ASSETS if those are v1.37, else built) and helm
+	@if test/tools/reuse-assets.sh "$(K8S_ASSETS)" "$(K8S_BIN)" "$(K8S_MINOR)"; then \
+	  $(MAKE) --no-print-directory $(K8S_BIN)/helm; \
+	else \
+	  $(MAKE) --no-print-directory $(if $(findstring jobserver,$(MAKEFLAGS)),,-j2) k8s-build; \
+	fi
 
+# The builds share nothing but the Go build cache, so they run side by side: -j2 above,
+# unless make already runs in parallel (make -j4 test), whose job slots the sub-make shares.
+k8s-build: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl $(K8S_BIN)/etcd $(K8S_BIN)/helm
+
+# rm -f first: a target may be a link into the user's KUBEBUILDER_ASSETS (see tools), which
+# a build must replace, not write through.
 $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl &: test/tools/k8s/go.mod test/tools/k8s/go.sum
-	mkdir -p $(K8S_BIN)
+	mkdir -p $(K8S_BIN) && rm -f $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl
 	cd test/tools/k8s && $(GO) build -trimpath -ldflags "$(K8S_LDFLAGS)" -o $(abspath $(K8S_BIN))/ k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
 
 HELM_VERSION := $(shell awk '{for (i = 1; i < NF; i++) if ($$i == "helm.sh/helm/v3") print $$(i+1)}' test/tools/helm/go.mod)
@@ -77,8 +95,43 @@ $(K8S_BIN)/helm: test/tools/helm/go.mod test/tools/helm/go.sum
 	cd test/tools/helm && $(GO) build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)" -o $(abspath $(K8S_BIN))/helm helm.sh/helm/v3/cmd/helm
 
 $(K8S_BIN)/etcd: test/tools/etcd/go.mod test/tools/etcd/go.sum
-	mkdir -p $(K8S_BIN)
+	mkdir -p $(K8S_BIN) && rm -f $(K8S_BIN)/etcd
 	cd test/tools/etcd && $(GO) build -trimpath -ldflags "-s -w" -o $(abspath $(K8S_BIN))/etcd go.etcd.io/etcd/server/v3
+
+# actionlint (make verify) and cyclonedx-gomod (make dist), at the versions test/tools/ci pins.
+$(BIN)/actionlint: test/tools/ci/go.mod test/tools/ci/go.sum
+	$(GO) build -C test/tools/ci -trimpath -o $(abspath $@) github.com/rhysd/actionlint/cmd/actionlint
+
+$(BIN)/cyclonedx-gomod: test/tools/ci/go.mod test/tools/ci/go.sum
+	$(GO) build -C test/tools/ci -trimpath -o $(abspath $@) github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod
+
+# Release assets, what .github/workflows/release.yaml publishes: for each platform the Krew
+# manifest (plugins/krew/gpu-label.yaml) lists, kubectl-gpu_label_<os>_<arch>.tar.gz holding
+# `make build`'s binary as kubectl-gpu_label, and its CycloneDX SBOM read from that binary;
+# SHA256SUMS over all. Archives are reproducible: fixed owner, mode and commit-time mtime.
+PLATFORMS   := linux/amd64 linux/arm64 darwin/arm64
+DIST        := $(BIN)/dist
+SOURCE_DATE := $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+
+dist: $(BIN)/cyclonedx-gomod ## Release archives, SBOMs and SHA256SUMS for linux/amd64, linux/arm64, darwin/arm64 in bin/dist (VERSION=tag)
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	$(foreach p,$(PLATFORMS),$(call dist-platform,$(word 1,$(subst /, ,$(p))),$(word 2,$(subst /, ,$(p))))$(newline))
+	cd $(DIST) && sha256sum *.tar.gz *.cdx.json > SHA256SUMS
+	@cat $(DIST)/SHA256SUMS
+
+define newline
+
+
+endef
+
+# $(1) GOOS, $(2) GOARCH. The build is `make build` itself, into a folder of its own.
+define dist-platform
+GOOS=$(1) GOARCH=$(2) $(MAKE) --no-print-directory build BIN=$(DIST)/$(1)_$(2) VERSION=$(VERSION)
+	mv $(DIST)/$(1)_$(2)/webhook $(DIST)/$(1)_$(2)/kubectl-gpu_label
+	tar -C $(DIST)/$(1)_$(2) --sort=name --owner=0 --group=0 --numeric-owner --mode=0755 --mtime=@$(SOURCE_DATE) -cf - kubectl-gpu_label | gzip -n > $(DIST)/kubectl-gpu_label_$(1)_$(2).tar.gz
+	$(BIN)/cyclonedx-gomod bin -json -version $(VERSION) -output $(DIST)/kubectl-gpu_label_$(1)_$(2).sbom.cdx.json $(DIST)/$(1)_$(2)/kubectl-gpu_label
+	rm -r $(DIST)/$(1)_$(2)
+endef
 
 docker-build: ## Build the image (needs a Docker engine)
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .

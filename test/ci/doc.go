@@ -1,0 +1,5 @@
+// Package ci holds the tests of the repository's own plumbing rather than of the webhook:
+// the GitHub workflows pass actionlint, `make tools` reuses control-plane binaries from
+// KUBEBUILDER_ASSETS, and `make dist` makes the release assets the Krew manifest points at.
+// They run make and the tools the Makefile runs, from the repository's root.
+package ci
