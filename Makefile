@@ -2,6 +2,7 @@
 GO          ?= go
 BIN         := bin
 K8S_BIN     := $(BIN)/k8s
+CM_BIN      := $(BIN)/cert-manager
 K8S_VERSION := v1.37.2
 IMAGE       ?= gpu-label-webhook:latest
 # The one build command: `make build` and the Dockerfile both run it.
@@ -65,7 +66,12 @@ fuzz: ## Run the fuzz targets longer
 	$(GO) test $(FUZZ) -fuzz FuzzReview -fuzztime 2m ./internal/admit
 	$(GO) test $(FUZZ) -fuzz FuzzSkim -fuzztime 2m ./internal/admit
 
-tools: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl $(K8S_BIN)/etcd ## Build kube-apiserver, kubectl and etcd into bin/k8s
+TOOL_BINS := $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl $(K8S_BIN)/etcd $(CM_BIN)/controller $(CM_BIN)/cainjector
+
+# The three module builds are independent; run them side by side (each go build already uses
+# every core for compiling, so this mostly overlaps their serial link steps).
+tools: ## Build kube-apiserver, kubectl and etcd into bin/k8s, cert-manager's controller and cainjector into bin/cert-manager
+	@$(MAKE) --no-print-directory -j3 $(TOOL_BINS)
 
 $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl &: test/tools/k8s/go.mod test/tools/k8s/go.sum
 	mkdir -p $(K8S_BIN)
@@ -74,6 +80,10 @@ $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl &: test/tools/k8s/go.mod test/tools
 $(K8S_BIN)/etcd: test/tools/etcd/go.mod test/tools/etcd/go.sum
 	mkdir -p $(K8S_BIN)
 	cd test/tools/etcd && $(GO) build -trimpath -ldflags "-s -w" -o $(abspath $(K8S_BIN))/etcd go.etcd.io/etcd/server/v3
+
+$(CM_BIN)/controller $(CM_BIN)/cainjector &: test/tools/certmanager/go.mod test/tools/certmanager/go.sum $(wildcard test/tools/certmanager/*/*.go)
+	mkdir -p $(CM_BIN)
+	cd test/tools/certmanager && $(GO) build -trimpath -ldflags "-s -w" -o $(abspath $(CM_BIN))/ ./controller ./cainjector
 
 docker-build: ## Build the image (needs a Docker engine)
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
