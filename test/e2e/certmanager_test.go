@@ -307,11 +307,53 @@ func renewUnderLoad(t *testing.T, cmc crclient.Client, served *env.Webhook, cert
 	if failures.Load() > 0 {
 		t.Errorf("%d of %d creates failed or came back without the webhook's warning: %v", failures.Load(), creates.Load(), problems[:min(len(problems), 10)])
 	}
+	freshConnection(t, served)
 	if d := apiserverMetric(t, "apiserver_admission_webhook_fail_open_count") - failOpenBefore; d != 0 {
 		t.Errorf("the apiserver failed open on %v webhook calls", d)
 	}
 	if d := apiserverMetric(t, "apiserver_admission_webhook_rejection_count") - rejectedBefore; d != 0 {
 		t.Errorf("the apiserver counted %v webhook rejections or errors", d)
+	}
+}
+
+// freshConnection makes the apiserver dial the webhook anew after the renewal: the load's
+// connections may predate it, but a webhook configuration the apiserver has not seen gets a
+// client of its own. It is the audit overlay's configuration, whose caBundle cainjector
+// fills; the call succeeds only if the renewed certificate verifies under the injected CA.
+func freshConnection(t *testing.T, served *env.Webhook) {
+	ctx := context.Background()
+	vwcs := cluster.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations()
+	audit := manifests.Audit(served.URL, nil)
+	audit.Annotations = map[string]string{manifests.InjectCAAnnotation: manifests.InjectCAFrom}
+	if _, err := vwcs.Create(ctx, audit, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		got, err := vwcs.Get(ctx, manifests.AuditName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Webhooks[0].ClientConfig.CABundle) > 0 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond) // the apiserver's webhook informer sees it
+	validate := func() float64 {
+		v, err := served.Metric(`gpu_label_webhook_requests_total{endpoint="validate"`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	before := validate()
+	cs, _ := client(t, cluster.Admin)
+	if _, err := cs.CoreV1().Nodes().Create(ctx, node("cm-after-renewal", map[string]string{"node.kubernetes.io/instance-type": "p4d.24xlarge", loadLabel: "true"}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if validate() <= before {
+		t.Error("the apiserver did not call the webhook on a new connection after the renewal")
 	}
 }
 
