@@ -373,6 +373,15 @@ func cleanupCertManager(t *testing.T, cmc crclient.Client) {
 			t.Error(err)
 		}
 	}
+	// This control plane runs no garbage collector, so what the Certificates own stays: their
+	// CertificateRequests (a Certificate of the same name would collide with revision 1) and
+	// any next private key.
+	if err := cmc.DeleteAllOf(ctx, &cmv1.CertificateRequest{}, crclient.InNamespace(manifests.Namespace)); err != nil {
+		t.Error(err)
+	}
+	if err := cluster.Client.CoreV1().Secrets(manifests.Namespace).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "cert-manager.io/next-private-key"}); err != nil {
+		t.Error(err)
+	}
 }
 
 func certReady(c *cmv1.Certificate) bool {
