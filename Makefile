@@ -2,6 +2,7 @@
 GO          ?= go
 BIN         := bin
 K8S_BIN     := $(BIN)/k8s
+CM_BIN      := $(BIN)/cert-manager
 K8S_VERSION := v1.37.2
 IMAGE       ?= gpu-label-webhook:latest
 # The one build command: `make build` and the Dockerfile both run it.
@@ -72,16 +73,20 @@ fuzz: ## Run the fuzz targets longer
 	$(GO) test $(FUZZ) -fuzz FuzzReview -fuzztime 2m ./internal/admit
 	$(GO) test $(FUZZ) -fuzz FuzzSkim -fuzztime 2m ./internal/admit
 
-tools: ## kube-apiserver, kubectl, etcd in bin/k8s (linked from KUBEBUILDER_ASSETS if those are v1.37, else built) and helm
+# The tools no setup-envtest folder holds: helm, and cert-manager's controller and cainjector.
+OTHER_TOOLS := $(K8S_BIN)/helm $(CM_BIN)/controller $(CM_BIN)/cainjector
+PARALLEL    = $(if $(findstring jobserver,$(MAKEFLAGS)),,-j2)
+
+tools: ## kube-apiserver, kubectl, etcd in bin/k8s (linked from KUBEBUILDER_ASSETS if those are v1.37, else built), helm, cert-manager's controller and cainjector
 	@if test/tools/reuse-assets.sh "$(K8S_ASSETS)" "$(K8S_BIN)" "$(K8S_MINOR)"; then \
-	  $(MAKE) --no-print-directory $(K8S_BIN)/helm; \
+	  $(MAKE) --no-print-directory $(PARALLEL) $(OTHER_TOOLS); \
 	else \
-	  $(MAKE) --no-print-directory $(if $(findstring jobserver,$(MAKEFLAGS)),,-j2) k8s-build; \
+	  $(MAKE) --no-print-directory $(PARALLEL) k8s-build; \
 	fi
 
 # The builds share nothing but the Go build cache, so they run side by side: -j2 above,
 # unless make already runs in parallel (make -j4 test), whose job slots the sub-make shares.
-k8s-build: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl $(K8S_BIN)/etcd $(K8S_BIN)/helm
+k8s-build: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl $(K8S_BIN)/etcd $(OTHER_TOOLS)
 
 # rm -f first: a target may be a link into the user's KUBEBUILDER_ASSETS (see tools), which
 # a build must replace, not write through.
@@ -97,6 +102,10 @@ $(K8S_BIN)/helm: test/tools/helm/go.mod test/tools/helm/go.sum
 $(K8S_BIN)/etcd: test/tools/etcd/go.mod test/tools/etcd/go.sum
 	mkdir -p $(K8S_BIN) && rm -f $(K8S_BIN)/etcd
 	cd test/tools/etcd && $(GO) build -trimpath -ldflags "-s -w" -o $(abspath $(K8S_BIN))/etcd go.etcd.io/etcd/server/v3
+
+$(CM_BIN)/controller $(CM_BIN)/cainjector &: test/tools/certmanager/go.mod test/tools/certmanager/go.sum $(wildcard test/tools/certmanager/*/*.go)
+	mkdir -p $(CM_BIN)
+	cd test/tools/certmanager && $(GO) build -trimpath -ldflags "-s -w" -o $(abspath $(CM_BIN))/ ./controller ./cainjector
 
 # actionlint (make verify) and cyclonedx-gomod (make dist), at the versions test/tools/ci pins.
 $(BIN)/actionlint: test/tools/ci/go.mod test/tools/ci/go.sum

@@ -246,6 +246,13 @@ func Deployment() *appsv1.Deployment {
 	}
 }
 
+// InjectCAAnnotation on a webhook configuration has cert-manager's cainjector keep its
+// caBundle equal to the CA of the Certificate InjectCAFrom names (namespace/name).
+const (
+	InjectCAAnnotation = "cert-manager.io/inject-ca-from"
+	InjectCAFrom       = Namespace + "/" + Name + "-serving"
+)
+
 // CertManager is the cert-manager overlay's own objects: a self-signed issuer that makes a CA,
 // a CA issuer, and the serving certificate the webhook mounts.
 func CertManager() []any {
@@ -286,7 +293,7 @@ func Files() (map[string][]byte, error) {
 	if err := add("overlays/cert-manager/certificates.yaml", CertManager()...); err != nil {
 		return nil, err
 	}
-	injectCA := "cert-manager.io/inject-ca-from: " + Namespace + "/" + Name + "-serving"
+	injectCA := InjectCAAnnotation + ": " + InjectCAFrom
 	kustomization("overlays/cert-manager/kustomization.yaml", fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:

@@ -282,15 +282,21 @@ type Webhook struct {
 // StartWebhook runs bin/webhook serve as the webhook's ServiceAccount, with a fresh serving
 // certificate for 127.0.0.1, and waits until it is ready.
 func (c *Cluster) StartWebhook(extra ...string) (*Webhook, error) {
-	kc, err := c.KubeconfigFile("system:serviceaccount:"+manifests.Namespace+":"+manifests.Name, "system:serviceaccounts", "system:serviceaccounts:"+manifests.Namespace)
-	if err != nil {
-		return nil, err
-	}
 	certDir, err := os.MkdirTemp(c.Dir, "webhook-certs-")
 	if err != nil {
 		return nil, err
 	}
 	ca, _, err := certs.Generate(certDir, []string{"127.0.0.1"})
+	if err != nil {
+		return nil, err
+	}
+	return c.StartWebhookWithCerts(certDir, ca.CertPEM(), extra...)
+}
+
+// StartWebhookWithCerts runs bin/webhook serve as the webhook's ServiceAccount with the
+// tls.crt and tls.key in certDir (caPEM verifies them), and waits until it is ready.
+func (c *Cluster) StartWebhookWithCerts(certDir string, caPEM []byte, extra ...string) (*Webhook, error) {
+	kc, err := c.KubeconfigFile("system:serviceaccount:"+manifests.Namespace+":"+manifests.Name, "system:serviceaccounts", "system:serviceaccounts:"+manifests.Namespace)
 	if err != nil {
 		return nil, err
 	}
@@ -313,7 +319,7 @@ func (c *Cluster) StartWebhook(extra ...string) (*Webhook, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	w := &Webhook{cmd: cmd, URL: fmt.Sprintf("https://127.0.0.1:%d", ports[0]), CA: ca.CertPEM(), CertDir: certDir,
+	w := &Webhook{cmd: cmd, URL: fmt.Sprintf("https://127.0.0.1:%d", ports[0]), CA: caPEM, CertDir: certDir,
 		MetricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[2]), HealthURL: fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
 		Log: logFile, Kubeconfig: kc, done: make(chan error, 1)}
 	go func() { w.done <- cmd.Wait() }()
