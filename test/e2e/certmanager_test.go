@@ -196,6 +196,45 @@ func TestCertManager(t *testing.T) {
 	t.Run("renewal under load fails no admission call", func(t *testing.T) {
 		renewUnderLoad(t, cmc, served, certDir, caBundle, loopSecret)
 	})
+
+	// The Helm chart's default mode, installed as a user would, gets the same: its
+	// Certificates issued and its CA injected into the configuration it registers.
+	t.Run("the chart in cert-manager mode is issued and injected", func(t *testing.T) {
+		h := newHelm(t)
+		makeRoomForChart(t)
+		const ns, release = "helm-cert-manager", "glw-cm"
+		h.helm(t, "install", release, h.chart, "--namespace", ns, "--create-namespace")
+		defer func() {
+			if out, err := h.run(t, h.bin, "uninstall", release, "--namespace", ns); err != nil {
+				t.Errorf("helm uninstall: %v\n%s", err, out)
+			}
+			// No garbage collector here: what the Certificates made stays unless deleted.
+			if err := cmc.DeleteAllOf(ctx, &cmv1.CertificateRequest{}, crclient.InNamespace(ns)); err != nil {
+				t.Error(err)
+			}
+		}()
+		for _, name := range []string{manifests.Name + "-ca", manifests.Name + "-serving"} {
+			waitCertReadyIn(t, cmc, ns, name)
+		}
+		secret, err := cluster.Client.CoreV1().Secrets(ns).Get(ctx, manifests.TLSSecretName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(time.Minute)
+		for {
+			got, err := mwcs.Get(ctx, manifests.MutatingName, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Equal(got.Webhooks[0].ClientConfig.CABundle, secret.Data["ca.crt"]) && len(secret.Data["ca.crt"]) > 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("caBundle %d bytes, not the chart's CA after a minute", len(got.Webhooks[0].ClientConfig.CABundle))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
 }
 
 // renewUnderLoad creates GPU nodes without pause from two clients while cert-manager renews
@@ -395,10 +434,15 @@ func certReady(c *cmv1.Certificate) bool {
 
 func waitCertReady(t *testing.T, cmc crclient.Client, name string) {
 	t.Helper()
+	waitCertReadyIn(t, cmc, manifests.Namespace, name)
+}
+
+func waitCertReadyIn(t *testing.T, cmc crclient.Client, namespace, name string) {
+	t.Helper()
 	c := &cmv1.Certificate{}
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
-		if err := cmc.Get(context.Background(), crclient.ObjectKey{Namespace: manifests.Namespace, Name: name}, c); err != nil {
+		if err := cmc.Get(context.Background(), crclient.ObjectKey{Namespace: namespace, Name: name}, c); err != nil {
 			t.Fatal(err)
 		}
 		if certReady(c) {

@@ -41,33 +41,71 @@ func objects(t *testing.T, text []byte) map[string]map[string]any {
 	}
 }
 
-// The Helm chart, as users run it with the helm CLI: lint clean, the default rendering is the
-// cert-manager overlay's objects, a typo in values fails, and it installs, upgrades and
-// uninstalls against the real apiserver.
-func TestHelmChart(t *testing.T) {
-	ctx := context.Background()
-	helmBin := filepath.Join(cluster.Root, "bin", "k8s", "helm")
-	chart := filepath.Join(cluster.Root, manifests.ChartDir)
+// helmCLI runs the helm CLI built by make tools, as a user would, with an admin kubeconfig
+// and homes of its own.
+type helmCLI struct {
+	bin, chart string
+	run        func(t *testing.T, name string, args ...string) ([]byte, error)
+	must       func(t *testing.T, name string, args ...string) []byte
+	helm       func(t *testing.T, args ...string) []byte
+}
+
+func newHelm(t *testing.T) *helmCLI {
+	t.Helper()
 	kc, err := cluster.KubeconfigFile("helm-admin", "system:masters")
 	if err != nil {
 		t.Fatal(err)
 	}
-	run := func(t *testing.T, name string, args ...string) ([]byte, error) {
+	h := &helmCLI{bin: filepath.Join(cluster.Root, "bin", "k8s", "helm"), chart: filepath.Join(cluster.Root, manifests.ChartDir)}
+	h.run = func(t *testing.T, name string, args ...string) ([]byte, error) {
 		t.Helper()
 		cmd := exec.Command(name, args...)
 		cmd.Env = append(cmd.Environ(), "KUBECONFIG="+kc, "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
 		return cmd.CombinedOutput()
 	}
-	must := func(t *testing.T, name string, args ...string) []byte {
+	h.must = func(t *testing.T, name string, args ...string) []byte {
 		t.Helper()
-		out, err := run(t, name, args...)
+		out, err := h.run(t, name, args...)
 		if err != nil {
 			t.Fatalf("%s %v: %v\n%s", filepath.Base(name), args, err, out)
 		}
 		return out
 	}
-	helm := func(t *testing.T, args ...string) []byte { t.Helper(); return must(t, helmBin, args...) }
+	h.helm = func(t *testing.T, args ...string) []byte { t.Helper(); return h.must(t, h.bin, args...) }
+	return h
+}
 
+// makeRoomForChart removes what the test stack installed that the chart owns by name (the
+// mutating webhook configuration, the Events role in "default"), and puts it back after.
+func makeRoomForChart(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	if err := cluster.Unregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { registerMutating(t) })
+	cs, _ := client(t, cluster.Admin)
+	events := manifests.Name + "-events"
+	if err := cs.RbacV1().RoleBindings(manifests.EventsNamespace).Delete(ctx, events, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.RbacV1().Roles(manifests.EventsNamespace).Delete(ctx, events, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cluster.InstallBase(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// The Helm chart, as users run it with the helm CLI: lint clean, the default rendering is the
+// cert-manager overlay's objects, a typo in values fails, and it installs, upgrades and
+// uninstalls against the real apiserver.
+func TestHelmChart(t *testing.T) {
+	ctx := context.Background()
+	h := newHelm(t)
+	helmBin, chart, run, must, helm := h.bin, h.chart, h.run, h.must, h.helm
 	t.Run("lint", func(t *testing.T) {
 		helm(t, "lint", "--strict", chart)
 	})
@@ -104,25 +142,8 @@ func TestHelmChart(t *testing.T) {
 
 	t.Run("install, upgrade, uninstall", func(t *testing.T) {
 		// The chart registers the cluster's one mutating webhook configuration by name.
-		if err := cluster.Unregister(ctx); err != nil {
-			t.Fatal(err)
-		}
-		defer registerMutating(t)
-		// The Events role in "default" is the test stack's; the chart brings its own, and the
-		// stack's is put back after the uninstall.
+		makeRoomForChart(t)
 		cs, _ := client(t, cluster.Admin)
-		events := manifests.Name + "-events"
-		if err := cs.RbacV1().RoleBindings(manifests.EventsNamespace).Delete(ctx, events, metav1.DeleteOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		if err := cs.RbacV1().Roles(manifests.EventsNamespace).Delete(ctx, events, metav1.DeleteOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			if err := cluster.InstallBase(ctx); err != nil {
-				t.Error(err)
-			}
-		}()
 		const ns = "helm-e2e"
 		helm(t, "install", "glw", chart, "--namespace", ns, "--create-namespace", "--set", "certificates.mode=self-signed", "--wait=false")
 		uninstalled := false
