@@ -9,7 +9,8 @@ IMAGE       ?= gpu-label-webhook:latest
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 BUILD_CMD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X github.com/gpu-label-webhook/gpu-label-webhook/cmd/webhook/app.version=$(VERSION)" -o $(BIN)/webhook ./cmd/webhook
 # Unstamped, kubectl and the apiserver report v0.0.0-master, which clients fail to parse.
-K8S_LDFLAGS := -s -w $(foreach kv,gitVersion=$(K8S_VERSION) gitMajor=1 gitMinor=37 gitTreeState=clean gitCommit=0000000000000000000000000000000000000000 buildDate=2026-01-01T00:00:00Z,-X k8s.io/component-base/version.$(kv))
+# client-go's copy of the version is what the kubelet's user agent says.
+K8S_LDFLAGS := -s -w $(foreach kv,gitVersion=$(K8S_VERSION) gitMajor=1 gitMinor=37 gitTreeState=clean gitCommit=0000000000000000000000000000000000000000 buildDate=2026-01-01T00:00:00Z,-X k8s.io/component-base/version.$(kv) -X k8s.io/client-go/pkg/version.$(kv))
 
 SHELL       := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
@@ -22,7 +23,7 @@ K8S_MINOR   := $(subst v,,$(basename $(K8S_VERSION)))
 override KUBEBUILDER_ASSETS := $(abspath $(K8S_BIN))
 export KUBEBUILDER_ASSETS
 
-.PHONY: install help build test unit e2e verify manifests demo bench fuzz tools k8s-build dist docker-build deploy undeploy clean
+.PHONY: install help build test unit e2e e2e-node node-tools verify manifests demo bench fuzz tools k8s-build dist docker-build deploy undeploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -38,7 +39,7 @@ install: build ## Install bin/webhook into BINDIR as gpu-label-webhook and as ku
 	install -m 0755 $(BIN)/webhook $(BINDIR)/gpu-label-webhook
 	install -m 0755 $(BIN)/webhook $(BINDIR)/kubectl-gpu_label
 
-test: verify unit e2e ## Everything: verify, unit tests with -race, end-to-end tests on a real apiserver
+test: verify unit e2e e2e-node ## Everything: verify, unit tests with -race, end-to-end tests on a real apiserver and on a real node
 
 # Minimizing each new input is bounded, or a 15 KB seed keeps the fuzzer minimizing, not fuzzing.
 FUZZ := -run '^$$' -fuzzminimizetime 200x
@@ -52,10 +53,15 @@ unit: ## Unit tests with the race detector, and each fuzz target for a few secon
 e2e: tools build ## End-to-end tests against kube-apiserver and etcd built from source
 	$(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e/ 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go'
 
+# A real node (root, containerd, runc, the CNI plugins): the webhook's image installed from
+# manifests/ onto a cluster whose node is a real kubelet. See test/e2e/node.
+e2e-node: tools node-tools build image $(BIN)/image/pause.tar ## End-to-end tests on a real node: kubelet, containerd, the image, the README's install (root)
+	$(GO) test -tags e2e -count=1 -timeout 20m -v ./test/e2e/node/ 2>&1 | tee $(BIN)/e2e-node.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go'
+
 verify: $(BIN)/actionlint ## gofmt, go vet, the manifests match their generator, the workflows pass actionlint
 	@test -z "$$(gofmt -l cmd internal certs test)" || { gofmt -l cmd internal certs test; echo 'gofmt: files above need formatting'; exit 1; }
 	$(GO) vet ./...
-	$(GO) vet -tags e2e ./test/e2e/
+	$(GO) vet -tags e2e ./test/e2e/...
 	$(GO) test -count=1 -run 'TestManifestsUpToDate|TestREADMEUpToDate' ./internal/manifests
 	ACTIONLINT=$(abspath $(BIN)/actionlint) $(GO) test -count=1 -run 'TestWorkflows' ./test/ci
 
@@ -72,6 +78,14 @@ fuzz: ## Run the fuzz targets longer
 	$(GO) test $(FUZZ) -fuzz FuzzInfer -fuzztime 2m ./internal/gpuinfo
 	$(GO) test $(FUZZ) -fuzz FuzzReview -fuzztime 2m ./internal/admit
 	$(GO) test $(FUZZ) -fuzz FuzzSkim -fuzztime 2m ./internal/admit
+
+# What a real node runs besides the control plane above, from the same module.
+NODE_TOOLS  := $(addprefix $(K8S_BIN)/,kubelet kube-controller-manager kube-scheduler kube-proxy)
+node-tools: $(NODE_TOOLS) ## kubelet, kube-controller-manager, kube-scheduler, kube-proxy in bin/k8s (make e2e-node)
+
+$(NODE_TOOLS) &: test/tools/k8s/go.mod test/tools/k8s/go.sum
+	mkdir -p $(K8S_BIN)
+	cd test/tools/k8s && $(GO) build -trimpath -ldflags "$(K8S_LDFLAGS)" -o $(abspath $(K8S_BIN))/ $(addprefix k8s.io/kubernetes/cmd/,$(notdir $(NODE_TOOLS)))
 
 # The tools no setup-envtest folder holds: helm, and cert-manager's controller and cainjector.
 OTHER_TOOLS := $(K8S_BIN)/helm $(CM_BIN)/controller $(CM_BIN)/cainjector

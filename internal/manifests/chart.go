@@ -31,7 +31,7 @@ func chartValues() map[string]any {
 	}
 	config[admit.KeyAutoLabel] = "false"
 	return map[string]any{
-		"image":             map[string]any{"repository": strings.Split(Image, ":")[0], "tag": strings.Split(Image, ":")[1], "pullPolicy": ""},
+		"image":             map[string]any{"repository": strings.Split(Image, ":")[0], "tag": strings.Split(Image, ":")[1], "pullPolicy": "IfNotPresent"},
 		"replicas":          *d.Spec.Replicas,
 		"resources":         c.Resources,
 		"nodeSelector":      map[string]any{},
@@ -68,7 +68,7 @@ func chartSchema() map[string]any {
 		"$schema": "https://json-schema.org/draft-07/schema#",
 		"type":    "object", "additionalProperties": false,
 		"properties": map[string]any{
-			"image":             obj(map[string]any{"repository": str, "tag": str, "pullPolicy": map[string]any{"type": "string", "enum": []string{"", "Always", "IfNotPresent", "Never"}}}),
+			"image":             obj(map[string]any{"repository": str, "tag": str, "pullPolicy": map[string]any{"type": "string", "enum": []string{"Always", "IfNotPresent", "Never"}}}),
 			"replicas":          map[string]any{"type": "integer", "minimum": 0},
 			"resources":         free,
 			"nodeSelector":      map[string]any{"type": "object", "additionalProperties": str},
@@ -273,8 +273,8 @@ func deploymentTemplate() (string, error) {
 `, 1)
 	return applyEdits(text, []edit{
 		{old: "replicas: 2", new: []string{"replicas: {{ .Values.replicas }}"}},
-		{old: "image: " + Image, new: []string{`image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"`,
-			"{{- with .Values.image.pullPolicy }}", "imagePullPolicy: {{ . }}", "{{- end }}"}},
+		{old: "image: " + Image, new: []string{`image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"`}},
+		{old: "imagePullPolicy: IfNotPresent", new: []string{"imagePullPolicy: {{ .Values.image.pullPolicy }}"}},
 		{block: true, old: "resources:", new: []string{"resources:", "  {{- toYaml .Values.resources | nindent 10 }}"}},
 		{old: "priorityClassName: system-cluster-critical", new: []string{
 			"{{- with .Values.priorityClassName }}", "priorityClassName: {{ . }}", "{{- end }}",

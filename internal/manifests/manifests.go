@@ -214,7 +214,10 @@ func Deployment() *appsv1.Deployment {
 					Containers: []corev1.Container{{
 						Name:  "webhook",
 						Image: Image,
-						Args:  []string{"serve", "--port=9443", "--cert-dir=/certs", "--health-addr=:8081", "--metrics-addr=:8080"},
+						// The default for a :latest tag is Always, which fails wherever the image
+						// was loaded into the runtime rather than pushed (kind, ctr import).
+						ImagePullPolicy: corev1.PullIfNotPresent,
+						Args:            []string{"serve", "--port=9443", "--cert-dir=/certs", "--health-addr=:8081", "--metrics-addr=:8080"},
 						Env: []corev1.EnvVar{
 							{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
 							{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,70 +11,6 @@ import (
 	"strings"
 	"time"
 )
-
-// Process is a program the harness runs, logging to a file, stopped by the code that
-// started it.
-type Process struct {
-	cmd  *exec.Cmd
-	Log  *os.File
-	done chan error
-}
-
-func (c *Cluster) startProcess(name, path string, args ...string) (*Process, error) {
-	logFile, err := os.CreateTemp(c.Dir, name+"-*.log")
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(path, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, err
-	}
-	p := &Process{cmd: cmd, Log: logFile, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait() }()
-	return p, nil
-}
-
-// Logs returns what the process wrote.
-func (p *Process) Logs() string {
-	b, _ := os.ReadFile(p.Log.Name())
-	return string(b)
-}
-
-// Stop sends SIGTERM and waits for the process to exit (SIGKILL after 20s).
-func (p *Process) Stop() {
-	if p.cmd.ProcessState != nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-// waitHTTP polls url until it answers 200, the process exits, or the timeout passes.
-func (p *Process) waitHTTP(url string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case err := <-p.done:
-			p.done <- err // Stop reads it again
-			return fmt.Errorf("exited: %v; log:\n%s", err, p.Logs())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("%s not ready in %v; log:\n%s", url, timeout, p.Logs())
-}
 
 // CertManager is cert-manager's controller and cainjector, built by `make tools` from the
 // version test/tools/certmanager pins, running as processes against the cluster.
@@ -129,13 +64,13 @@ func (c *Cluster) StartCertManager(ctx context.Context) (*CertManager, error) {
 	}
 	addr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[i]) }
 	// -v=2 is cert-manager's info level: what it issued and injected, for a failing test's log.
-	ctrl, err := c.startProcess("cert-manager-controller", filepath.Join(bin, "controller"),
+	ctrl, err := StartProcess(c.Dir, "cert-manager-controller", filepath.Join(bin, "controller"),
 		"--kubeconfig", kc, "--metrics-listen-address", addr(0), "-v=2")
 	if err != nil {
 		return nil, err
 	}
 	cm := &CertManager{Controller: ctrl, ControllerMetricsURL: "http://" + addr(0) + "/metrics"}
-	inj, err := c.startProcess("cert-manager-cainjector", filepath.Join(bin, "cainjector"),
+	inj, err := StartProcess(c.Dir, "cert-manager-cainjector", filepath.Join(bin, "cainjector"),
 		"--kubeconfig", kc, "--metrics-bind-address", addr(1), "--health-probe-bind-address", addr(2), "-v=2")
 	if err != nil {
 		cm.Stop()

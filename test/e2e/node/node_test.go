@@ -1,0 +1,436 @@
+//go:build e2e
+
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/manifests"
+	"github.com/gpu-label-webhook/gpu-label-webhook/test/e2e/env"
+)
+
+const (
+	nodeName     = "gpu-node-1"
+	instanceType = "node.kubernetes.io/instance-type"
+	sandboxImage = "gpu-label-webhook.test/pause:1"
+	// apiKubeletTaint keeps pods off the nodes the test registers through the API.
+	apiKubeletTaint = "gpu-label-webhook.test/api-kubelet"
+)
+
+// TestRealNode installs the webhook the way the README tells a user, onto a cluster whose only
+// node is a real kubelet running pods in containerd, and checks what users meet there: the
+// kubelet's own writes are labeled or warned about, and nodes keep joining, labeled, while the
+// webhook's pods come and go.
+func TestRealNode(t *testing.T) {
+	root, err := env.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	images := []string{filepath.Join(root, "bin", "image", "pause.tar"), filepath.Join(root, "bin", "image", "gpu-label-webhook.tar")}
+	for _, img := range images {
+		if _, err := os.Stat(img); err != nil {
+			t.Fatalf("%v: run make e2e-node, which builds the images", err)
+		}
+	}
+	ctx := context.Background()
+	began := time.Now()
+	c, err := Start(ctx, root, nodeName, sandboxImage, images, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("node %s Ready %v after the start (etcd, apiserver, controllers, containerd, images, kubelet, kube-proxy)", nodeName, time.Since(began).Round(time.Millisecond))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(c.Logs(30))
+		}
+		began := time.Now()
+		if err := c.Stop(); err != nil {
+			t.Errorf("teardown: %v", err)
+		}
+		t.Logf("torn down in %v; the host is as it was", time.Since(began).Round(time.Millisecond))
+	})
+
+	began = time.Now()
+	install(t, c)
+	t.Logf("installed and both pods ready in %v", time.Since(began).Round(time.Millisecond))
+
+	t.Run("a kubelet of a p4d.24xlarge registering is warned about by default", func(t *testing.T) {
+		if err := c.Reregister(ctx, map[string]string{instanceType: "p4d.24xlarge"}); err != nil {
+			t.Fatal(err)
+		}
+		n := getNode(t, c, nodeName)
+		if v, ok := n.Labels[admit.DefaultLabelKey]; ok {
+			t.Fatalf("labeled %q without opting in", v)
+		}
+		// The kubelet's client logs the warnings the apiserver hands back.
+		eventually(t, c, "the kubelet's log to show the webhook's warning", 30*time.Second, func() bool {
+			return strings.Contains(c.KubeletLog(), admit.DefaultLabelKey+"=a100")
+		})
+		eventually(t, c, "an AcceleratorLabelMissing Event for the node", 30*time.Second, func() bool {
+			return hasEvent(t, c, nodeName, admit.ReasonLabelMissing)
+		})
+	})
+
+	t.Run("once opted in, a p4d.24xlarge is labeled a100 in the kubelet's CREATE", func(t *testing.T) {
+		optIn(t, c, true)
+		if err := c.Reregister(ctx, map[string]string{instanceType: "p4d.24xlarge"}); err != nil {
+			t.Fatal(err)
+		}
+		n := getNode(t, c, nodeName)
+		if got := n.Labels[admit.DefaultLabelKey]; got != "a100" {
+			t.Fatalf("label %q, want a100", got)
+		}
+		if m := labelManager(n); m != "kubelet/" {
+			t.Errorf("the label was written by %q; want the kubelet's own CREATE (kubelet/)", m)
+		}
+	})
+
+	t.Run("a device plugin's GPUs and GFD's labels: labeled by the kubelet's own status report", func(t *testing.T) {
+		optIn(t, c, false)
+		if err := c.Reregister(ctx, map[string]string{instanceType: "example.gpu-box.8x"}); err != nil {
+			t.Fatal(err)
+		}
+		dp, err := StartDevicePlugin(ctx, "nvidia.com/gpu", 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dp.Stop()
+		eventually(t, c, "the kubelet to report 8 nvidia.com/gpu", time.Minute, func() bool {
+			q := getNode(t, c, nodeName).Status.Capacity["nvidia.com/gpu"]
+			return q.Value() == 8
+		})
+		eventually(t, c, "an AcceleratorModelUnknown Event: a GPU node the webhook cannot name yet", 30*time.Second, func() bool {
+			return hasEvent(t, c, nodeName, admit.ReasonModelUnknown)
+		})
+		// GPU Feature Discovery labels the node with its own identity.
+		gfd, err := c.UserConfig("system:serviceaccount:gpu-operator:node-feature-discovery", "system:masters")
+		if err != nil {
+			t.Fatal(err)
+		}
+		patch := `{"metadata":{"labels":{"nvidia.com/gpu.product":"NVIDIA-H100-80GB-HBM3","nvidia.com/gpu.count":"8","nvidia.com/gpu.memory":"81559"}}}`
+		if _, err := clientFor(t, gfd).CoreV1().Nodes().Patch(ctx, nodeName, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := getNode(t, c, nodeName).Labels[admit.DefaultLabelKey]; ok {
+			t.Fatalf("labeled %q while not opted in", v)
+		}
+		// Opting in changes no Node; the kubelet's next status report is what gets labeled.
+		optIn(t, c, true)
+		eventually(t, c, "the kubelet's next status report to be labeled h100", time.Minute, func() bool {
+			return getNode(t, c, nodeName).Labels[admit.DefaultLabelKey] == "h100"
+		})
+		if m := labelManager(getNode(t, c, nodeName)); m != "kubelet/status" {
+			t.Errorf("the label was written by %q; want the kubelet's status report (kubelet/status)", m)
+		}
+	})
+
+	var baseline time.Duration
+	t.Run("a webhook pod deleted while nodes join: every node labeled as it joins", func(t *testing.T) {
+		pods := webhookPods(t, c)
+		joined := joinWhile(t, c, "deleted", 12, func() {
+			if _, err := c.Kubectl(ctx, "-n", manifests.Namespace, "delete", "pod", pods[0], "--wait=false"); err != nil {
+				t.Error(err)
+			}
+		})
+		for _, j := range joined {
+			if j.label != "a100" {
+				t.Errorf("%s joined %v after the deletion began and was labeled %q in its CREATE; want a100", j.name, j.at, j.label)
+			}
+			baseline = max(baseline, j.took)
+		}
+		waitRollout(t, c)
+	})
+
+	t.Run("a rolling update while nodes join: every node labeled as it joins", func(t *testing.T) {
+		joined := joinWhile(t, c, "rolled", 20, func() {
+			if _, err := c.Kubectl(ctx, "-n", manifests.Namespace, "rollout", "restart", "deployment/"+manifests.Name); err != nil {
+				t.Error(err)
+			}
+		})
+		for _, j := range joined {
+			if j.label != "a100" {
+				t.Errorf("%s joined %v into the rollout and was labeled %q in its CREATE; want a100", j.name, j.at, j.label)
+			}
+		}
+		waitRollout(t, c)
+	})
+
+	t.Run("scaled to zero: nodes register at normal speed, then each is labeled by its first status report", func(t *testing.T) {
+		if _, err := c.Kubectl(ctx, "-n", manifests.Namespace, "scale", "deployment/"+manifests.Name, "--replicas=0"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, c, "the webhook's pods to be gone", 2*time.Minute, func() bool { return len(webhookPods(t, c)) == 0 })
+		joined := joinWhile(t, c, "down", 6, func() {})
+		var slowest time.Duration
+		for _, j := range joined {
+			if j.label != "" {
+				t.Errorf("%s was labeled %q with no webhook running", j.name, j.label)
+			}
+			slowest = max(slowest, j.took)
+		}
+		// Failing open costs nothing: kube-proxy rejects a Service without endpoints at once,
+		// where a dropped connection would cost the webhook's whole timeout per write.
+		timeout := time.Duration(*manifests.Mutating("", nil).Webhooks[0].TimeoutSeconds) * time.Second
+		t.Logf("CREATE with the webhook down: slowest %v (with the webhook up: %v; its timeout %v)", slowest, baseline, timeout)
+		if slowest >= timeout {
+			t.Errorf("a CREATE with the webhook down took %v, its timeout: the apiserver waited for a webhook that is not there", slowest)
+		}
+		began := time.Now()
+		if err := c.Reregister(ctx, map[string]string{instanceType: "p4d.24xlarge"}); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("the real kubelet re-registered and was Ready in %v with the webhook down", time.Since(began).Round(time.Millisecond))
+		if v, ok := getNode(t, c, nodeName).Labels[admit.DefaultLabelKey]; ok {
+			t.Fatalf("labeled %q with no webhook running", v)
+		}
+
+		if _, err := c.Kubectl(ctx, "-n", manifests.Namespace, "scale", "deployment/"+manifests.Name, "--replicas=2"); err != nil {
+			t.Fatal(err)
+		}
+		waitRollout(t, c)
+		for _, j := range joined {
+			if got := j.reportStatus(t); got != "a100" {
+				t.Errorf("%s's first status report after the webhook came back left it labeled %q; want a100", j.name, got)
+			}
+		}
+		eventually(t, c, "the real kubelet's next status report to be labeled a100", time.Minute, func() bool {
+			return getNode(t, c, nodeName).Labels[admit.DefaultLabelKey] == "a100"
+		})
+		if m := labelManager(getNode(t, c, nodeName)); m != "kubelet/status" {
+			t.Errorf("the label was written by %q; want the kubelet's status report (kubelet/status)", m)
+		}
+	})
+}
+
+// install runs what the README's "without cert-manager" row says, on a copy of manifests/:
+// `webhook certs --dir manifests/overlays/self-signed/certs`, then
+// `kubectl apply -k manifests/overlays/self-signed`; and waits for the Deployment.
+func install(t *testing.T, c *Cluster) {
+	t.Helper()
+	ctx := context.Background()
+	work := filepath.Join(c.Dir, "install")
+	if err := os.CopyFS(work, os.DirFS(filepath.Join(c.Root, "manifests"))); err != nil {
+		t.Fatal(err)
+	}
+	certsDir := filepath.Join(work, "overlays", "self-signed", "certs")
+	_ = os.RemoveAll(certsDir) // a developer's own certificates, copied along
+	if out, err := exec.Command(filepath.Join(c.Root, "bin", "webhook"), "certs", "--dir", certsDir).CombinedOutput(); err != nil {
+		t.Fatalf("webhook certs: %v\n%s", err, out)
+	}
+	if err := CheckRoutes(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.Kubectl(ctx, "apply", "-k", filepath.Join(work, "overlays", "self-signed")); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Logf("kubectl apply -k manifests/overlays/self-signed:\n%s", out)
+	}
+	waitRollout(t, c)
+
+	ns, err := c.Client.CoreV1().Namespaces().Get(ctx, manifests.Namespace, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {
+		t.Errorf("the namespace enforces %q Pod Security, want restricted", ns.Labels["pod-security.kubernetes.io/enforce"])
+	}
+	pods, err := c.Client.CoreV1().Pods(manifests.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + manifests.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		if p.Spec.NodeName != nodeName || p.Status.PodIP == "" {
+			t.Errorf("pod %s runs on %q at %q; want the real node, on the bridge", p.Name, p.Spec.NodeName, p.Status.PodIP)
+		}
+	}
+	// The pods are ready only once they have read their ConfigMap, which they do with the
+	// in-cluster credentials and the RBAC the manifests give them; the apiserver reaches them
+	// through the Service. A dry-run CREATE shows the whole path answers.
+	optIn(t, c, false)
+}
+
+func waitRollout(t *testing.T, c *Cluster) {
+	t.Helper()
+	if _, err := c.Kubectl(context.Background(), "-n", manifests.Namespace, "rollout", "status", "deployment/"+manifests.Name, "--timeout=3m"); err != nil {
+		t.Fatalf("%v\n%s", err, describe(c))
+	}
+}
+
+func describe(c *Cluster) string {
+	out, _ := c.Kubectl(context.Background(), "-n", manifests.Namespace, "describe", "pods")
+	logs, _ := c.Kubectl(context.Background(), "-n", manifests.Namespace, "logs", "-l", "app.kubernetes.io/name="+manifests.Name, "--tail=30", "--prefix")
+	return out + "\n" + logs
+}
+
+// optIn sets autoLabel in the webhook's ConfigMap and waits until every webhook pod acts on
+// it: a dry-run CREATE of a p4d.24xlarge, which goes through the webhook like any other, comes
+// back labeled (or not) several times in a row, so each pod behind the Service has answered.
+func optIn(t *testing.T, c *Cluster, on bool) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := c.Kubectl(ctx, "-n", manifests.Namespace, "patch", "configmap", admit.DefaultConfigName, "--type=merge",
+		"-p", fmt.Sprintf(`{"data":{%q:"%t"}}`, admit.KeyAutoLabel, on)); err != nil {
+		t.Fatal(err)
+	}
+	probe := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "dry-run-probe", Labels: map[string]string{instanceType: "p4d.24xlarge"}}}
+	streak := 0
+	eventually(t, c, fmt.Sprintf("every webhook pod to act on autoLabel=%t", on), time.Minute, func() bool {
+		n, err := c.Client.CoreV1().Nodes().Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		want := map[bool]string{true: "a100", false: ""}[on]
+		if err == nil && n.Labels[admit.DefaultLabelKey] == want {
+			streak++
+		} else {
+			streak = 0
+		}
+		return streak >= 10
+	})
+}
+
+func clientFor(t *testing.T, cfg *rest.Config) kubernetes.Interface {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+func getNode(t *testing.T, c *Cluster, name string) *corev1.Node {
+	t.Helper()
+	n, err := c.Client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// labelManager names the write that last set the accelerator label: "manager/subresource".
+func labelManager(n *corev1.Node) string {
+	field := fmt.Sprintf(`"f:%s"`, admit.DefaultLabelKey)
+	for _, m := range n.ManagedFields {
+		if m.FieldsV1 != nil && strings.Contains(string(m.FieldsV1.Raw), field) {
+			return m.Manager + "/" + m.Subresource
+		}
+	}
+	return ""
+}
+
+func hasEvent(t *testing.T, c *Cluster, nodeName string, reason admit.Reason) bool {
+	t.Helper()
+	list, err := c.Client.CoreV1().Events(manifests.EventsNamespace).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + nodeName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.ContainsFunc(list.Items, func(e corev1.Event) bool { return e.Reason == string(reason) })
+}
+
+func webhookPods(t *testing.T, c *Cluster) []string {
+	t.Helper()
+	list, err := c.Client.CoreV1().Pods(manifests.Namespace).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + manifests.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range list.Items {
+		names = append(names, p.Name)
+	}
+	return names
+}
+
+func eventually(t *testing.T, c *Cluster, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %v waiting for %s\n%s", timeout, what, describe(c))
+}
+
+// joiner is a node that registered through the API with its own kubelet credentials.
+type joiner struct {
+	c     *Cluster
+	name  string
+	label string        // the accelerator label its CREATE came back with
+	took  time.Duration // how long the CREATE took
+	at    time.Duration // when it joined, from the start of the disruption
+}
+
+// joinWhile registers n p4d.24xlarge nodes through the API, each as its own kubelet, one
+// after another while disrupt runs, spread over the time the disruption takes to settle.
+func joinWhile(t *testing.T, c *Cluster, prefix string, n int, disrupt func()) []*joiner {
+	t.Helper()
+	began := time.Now()
+	var wg sync.WaitGroup
+	wg.Go(disrupt)
+	var joined []*joiner
+	for i := range n {
+		j := &joiner{c: c, name: fmt.Sprintf("%s-%d", prefix, i)}
+		j.join(t)
+		j.at = time.Since(began).Round(time.Millisecond)
+		joined = append(joined, j)
+		time.Sleep(time.Second)
+	}
+	wg.Wait()
+	return joined
+}
+
+func (j *joiner) join(t *testing.T) {
+	t.Helper()
+	cfg, err := j.c.UserConfig("system:node:"+j.name, "system:nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: j.name, Labels: map[string]string{instanceType: "p4d.24xlarge", "kubernetes.io/hostname": j.name}},
+		Spec:       corev1.NodeSpec{Taints: []corev1.Taint{{Key: apiKubeletTaint, Effect: corev1.TaintEffectNoSchedule}}},
+		Status:     corev1.NodeStatus{Capacity: corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("8")}},
+	}
+	began := time.Now()
+	got, err := clientFor(t, cfg).CoreV1().Nodes().Create(context.Background(), n, metav1.CreateOptions{FieldManager: "kubelet"})
+	j.took = time.Since(began)
+	if err != nil {
+		t.Fatalf("%s: %v", j.name, err)
+	}
+	j.label = got.Labels[admit.DefaultLabelKey]
+}
+
+// reportStatus sends a status report as the node's kubelet does (a heartbeat in a
+// nodes/status patch) and returns the label the node has after it.
+func (j *joiner) reportStatus(t *testing.T) string {
+	t.Helper()
+	cfg, err := j.c.UserConfig("system:node:"+j.name, "system:nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := metav1.Now()
+	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{{
+		Type: corev1.NodeReady, Status: corev1.ConditionFalse, Reason: "KubeletNotReady", LastHeartbeatTime: now, LastTransitionTime: now,
+	}}}})
+	got, err := clientFor(t, cfg).CoreV1().Nodes().Patch(context.Background(), j.name, types.StrategicMergePatchType, patch,
+		metav1.PatchOptions{FieldManager: "kubelet"}, "status")
+	if err != nil {
+		t.Fatalf("%s: %v", j.name, err)
+	}
+	return got.Labels[admit.DefaultLabelKey]
+}
