@@ -109,9 +109,13 @@ $(CM_BIN)/controller $(CM_BIN)/cainjector &: test/tools/certmanager/go.mod test/
 	mkdir -p $(CM_BIN)
 	cd test/tools/certmanager && $(GO) build -trimpath -ldflags "-s -w" -o $(abspath $(CM_BIN))/ ./controller ./cainjector
 
-# image-builder (make image), at the go-containerregistry version test/tools/image pins.
+# image-builder (make image) and crane (the release pushes the image with it), at the
+# go-containerregistry version test/tools/image pins.
 $(BIN)/image-builder: test/tools/image/go.mod test/tools/image/go.sum $(filter-out %_test.go,$(wildcard test/tools/image/*.go))
 	$(GO) build -C test/tools/image -trimpath -o $(abspath $@) .
+
+$(BIN)/crane: test/tools/image/go.mod test/tools/image/go.sum
+	$(GO) build -C test/tools/image -trimpath -o $(abspath $@) github.com/google/go-containerregistry/cmd/crane
 
 # actionlint (make verify) and cyclonedx-gomod (make dist), at the versions test/tools/ci pins.
 $(BIN)/actionlint: test/tools/ci/go.mod test/tools/ci/go.sum
