@@ -23,7 +23,7 @@ K8S_MINOR   := $(subst v,,$(basename $(K8S_VERSION)))
 override KUBEBUILDER_ASSETS := $(abspath $(K8S_BIN))
 export KUBEBUILDER_ASSETS
 
-.PHONY: install help build test unit e2e e2e-node node-tools verify manifests demo bench fuzz tools k8s-build dist docker-build deploy undeploy clean
+.PHONY: install help build test unit e2e e2e-node node-tools verify manifests demo bench fuzz tools k8s-build dist image image-test docker-build deploy undeploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -49,19 +49,21 @@ unit: ## Unit tests with the race detector, and each fuzz target for a few secon
 	$(GO) test $(FUZZ) -fuzz FuzzInfer -fuzztime 10s ./internal/gpuinfo
 	$(GO) test $(FUZZ) -fuzz FuzzReview -fuzztime 10s ./internal/admit
 	$(GO) test $(FUZZ) -fuzz FuzzSkim -fuzztime 10s ./internal/admit
+	$(MAKE) --no-print-directory image-test
 
 e2e: tools build ## End-to-end tests against kube-apiserver and etcd built from source
 	$(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e/ 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go'
 
 # A real node (root, containerd, runc, the CNI plugins): the webhook's image installed from
 # manifests/ onto a cluster whose node is a real kubelet. See test/e2e/node.
-e2e-node: tools node-tools build image $(BIN)/image/pause.tar ## End-to-end tests on a real node: kubelet, containerd, the image, the README's install (root)
+e2e-node: tools node-tools build image $(IMAGE_DIR)/pause.tar ## End-to-end tests on a real node: kubelet, containerd, the image, the README's install (root)
 	$(GO) test -tags e2e -count=1 -timeout 20m -v ./test/e2e/node/ 2>&1 | tee $(BIN)/e2e-node.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go'
 
 verify: $(BIN)/actionlint ## gofmt, go vet, the manifests match their generator, the workflows pass actionlint
 	@test -z "$$(gofmt -l cmd internal certs test)" || { gofmt -l cmd internal certs test; echo 'gofmt: files above need formatting'; exit 1; }
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/e2e/...
+	$(GO) vet -C test/tools/image ./...
 	$(GO) test -count=1 -run 'TestManifestsUpToDate|TestREADMEUpToDate' ./internal/manifests
 	ACTIONLINT=$(abspath $(BIN)/actionlint) $(GO) test -count=1 -run 'TestWorkflows' ./test/ci
 
@@ -121,6 +123,14 @@ $(CM_BIN)/controller $(CM_BIN)/cainjector &: test/tools/certmanager/go.mod test/
 	mkdir -p $(CM_BIN)
 	cd test/tools/certmanager && $(GO) build -trimpath -ldflags "-s -w" -o $(abspath $(CM_BIN))/ ./controller ./cainjector
 
+# image-builder (make image) and crane (the release pushes the image with it), at the
+# go-containerregistry version test/tools/image pins.
+$(BIN)/image-builder: test/tools/image/go.mod test/tools/image/go.sum $(filter-out %_test.go,$(wildcard test/tools/image/*.go))
+	$(GO) build -C test/tools/image -trimpath -o $(abspath $@) .
+
+$(BIN)/crane: test/tools/image/go.mod test/tools/image/go.sum
+	$(GO) build -C test/tools/image -trimpath -o $(abspath $@) github.com/google/go-containerregistry/cmd/crane
+
 # actionlint (make verify) and cyclonedx-gomod (make dist), at the versions test/tools/ci pins.
 $(BIN)/actionlint: test/tools/ci/go.mod test/tools/ci/go.sum
 	$(GO) build -C test/tools/ci -trimpath -o $(abspath $@) github.com/rhysd/actionlint/cmd/actionlint
@@ -156,7 +166,29 @@ GOOS=$(1) GOARCH=$(2) $(MAKE) --no-print-directory build BIN=$(DIST)/$(1)_$(2) V
 	rm -r $(DIST)/$(1)_$(2)
 endef
 
-docker-build: ## Build the image (needs a Docker engine)
+# The image, without a Docker engine: `make build` for each platform into a folder of its own
+# (as make dist does), then image-builder puts each binary on an empty base and writes one
+# OCI archive holding the index over both, named $(IMAGE). Reproducible like the archives.
+IMAGE_PLATFORMS := linux/amd64 linux/arm64
+IMAGE_DIR   := $(BIN)/image
+IMAGE_TAR   := $(IMAGE_DIR)/gpu-label-webhook.tar
+REVISION    := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
+image: $(BIN)/image-builder ## The multi-arch image (linux/amd64, linux/arm64) as an OCI archive, bin/image/gpu-label-webhook.tar, no Docker needed (IMAGE=name:tag, VERSION=tag)
+	$(foreach p,$(IMAGE_PLATFORMS),GOOS=$(word 1,$(subst /, ,$(p))) GOARCH=$(word 2,$(subst /, ,$(p))) $(MAKE) --no-print-directory build BIN=$(IMAGE_DIR)/$(subst /,_,$(p)) VERSION=$(VERSION)$(newline))
+	$(BIN)/image-builder $(foreach p,$(IMAGE_PLATFORMS),--binary $(p)=$(IMAGE_DIR)/$(subst /,_,$(p))/webhook) \
+	  --tag $(IMAGE) --out $(IMAGE_TAR) --version $(VERSION) --revision $(REVISION) --source-date $(SOURCE_DATE)
+
+# The pod sandbox image the real-node tests run (no registry to pull one from).
+$(IMAGE_DIR)/pause.tar: $(BIN)/image-builder test/e2e/node/pause/main.go
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(IMAGE_DIR)/pause/pause ./test/e2e/node/pause
+	$(BIN)/image-builder --pause --binary linux/$(shell $(GO) env GOARCH)=$(IMAGE_DIR)/pause/pause --tag gpu-label-webhook.test/pause:1 \
+	  --out $@ --version test --revision $(REVISION) --source-date $(SOURCE_DATE)
+
+image-test: image ## Check make image's archive (platforms, user, entrypoint, files, the Dockerfile agrees, reproducible) and image-builder itself
+	IMAGE_ARCHIVE=$(abspath $(IMAGE_TAR)) $(GO) test -C test/tools/image -count=1 ./...
+
+docker-build: ## Build the image with a Docker engine, from the Dockerfile
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
 
 deploy: ## Install with cert-manager
