@@ -14,8 +14,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -37,14 +40,15 @@ import (
 	"github.com/gpu-label-webhook/gpu-label-webhook/test/e2e/env"
 )
 
-// The network: one bridge whose /16 holds the pods (a range of it), the node's address (the
-// bridge's own) and the services (another range). A packet to any of them that no rule
-// rewrites goes to the bridge, never to the default route.
+// The network: one bridge holding the node's address and the pods (a /24), and a route
+// sending the services' range (another /24) to the same bridge. Pods reach services through
+// their gateway, the node, where kube-proxy's rules rewrite them; a packet to either range that
+// no rule rewrites goes to the bridge, never to the default route.
 const (
 	Bridge      = "glw0"
 	NodeIP      = "10.213.0.1"
-	bridgeCIDR  = NodeIP + "/16"
-	podSubnet   = "10.213.0.0/16"
+	bridgeCIDR  = NodeIP + "/24"
+	podSubnet   = "10.213.0.0/24"
 	podFirst    = "10.213.0.10"
 	podLast     = "10.213.0.250"
 	serviceCIDR = "10.213.128.0/24"
@@ -68,6 +72,7 @@ type Cluster struct {
 	containerdSock  string
 	procs           []*named
 	kubelet         *env.Process
+	proxyMetrics    string
 	// KubeletLog holds every kubelet run's output.
 	KubeletLogs []string
 }
@@ -121,8 +126,10 @@ func Preflight(root string) error {
 	if err := exec.Command("ip", "link", "show", Bridge).Run(); err == nil {
 		return fmt.Errorf("the link %s exists: a crashed run's? delete it (ip link delete %s)", Bridge, Bridge)
 	}
-	if dev, _ := routeDevice(NodeIP); dev != "" && !strings.Contains(dev, " via ") {
-		return fmt.Errorf("%s is already routed on this machine (%s): the test subnet is in use", podSubnet, dev)
+	// Reached through a gateway (the default route) is free; on a link of its own or local
+	// (`ip route get` starting "dev" or "local") it is in use.
+	if r, _ := routeDevice(NodeIP); !strings.HasPrefix(r, "via ") {
+		return fmt.Errorf("%s is already routed on this machine (%s): the test subnet is in use", podSubnet, r)
 	}
 	return nil
 }
@@ -170,7 +177,7 @@ func CheckRoutes() error {
 // Start brings the cluster up to a Ready node named nodeName whose kubelet has labels.
 // Images (OCI archives) are imported into containerd before the kubelet starts; the first is
 // the pod sandbox image, named sandboxImage.
-func Start(ctx context.Context, root, nodeName, sandboxImage string, images []string, labels map[string]string) (c *Cluster, err error) {
+func Start(ctx context.Context, root, nodeName, sandboxImage string, images []string, labels map[string]string) (_ *Cluster, err error) {
 	if err := Preflight(root); err != nil {
 		return nil, err
 	}
@@ -182,7 +189,7 @@ func Start(ctx context.Context, root, nodeName, sandboxImage string, images []st
 	if err != nil {
 		return nil, err
 	}
-	c = &Cluster{Root: root, Dir: dir, NodeName: nodeName, host: host}
+	c := &Cluster{Root: root, Dir: dir, NodeName: nodeName, host: host}
 	defer func() {
 		if err != nil {
 			if stopErr := c.Stop(); stopErr != nil {
@@ -231,13 +238,15 @@ func run(name string, args ...string) error {
 	return nil
 }
 
-// makeBridge makes the bridge with the node's address before anything binds to it; the CNI
-// bridge plugin then finds it with its gateway address already there.
+// makeBridge makes the bridge with the node's address before anything binds to it (the CNI
+// bridge plugin then finds it with its gateway address already there), and routes the
+// services' range to it.
 func (c *Cluster) makeBridge() error {
 	for _, args := range [][]string{
 		{"link", "add", Bridge, "type", "bridge"},
 		{"addr", "add", bridgeCIDR, "dev", Bridge},
 		{"link", "set", Bridge, "up"},
+		{"route", "add", serviceCIDR, "dev", Bridge},
 	} {
 		if err := run("ip", args...); err != nil {
 			return err
@@ -264,8 +273,13 @@ func (c *Cluster) makeCerts() error {
 	if err != nil {
 		return err
 	}
+	saPub, err := x509.MarshalPKIXPublicKey(sa.Key.Public())
+	if err != nil {
+		return err
+	}
 	files := map[string][]byte{
-		"ca.crt": ca.CertPEM(), "apiserver.crt": serving.CertPEM(), "apiserver.key": serving.KeyPEM(), "sa.key": sa.KeyPEM(),
+		"ca.crt": ca.CertPEM(), "apiserver.crt": serving.CertPEM(), "apiserver.key": serving.KeyPEM(),
+		"sa.key": sa.KeyPEM(), "sa.pub": pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPub}),
 	}
 	for name, b := range files {
 		if err := os.WriteFile(c.path(name), b, 0o600); err != nil {
@@ -313,7 +327,7 @@ func (c *Cluster) Kubeconfig(user, group string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	name := strings.NewReplacer(":", "-", "system-", "").Replace(user)
+	name := strings.NewReplacer("system:", "", ":", "-").Replace(user)
 	path := c.path(name + ".kubeconfig")
 	enc := base64.StdEncoding.EncodeToString
 	text := fmt.Sprintf(`apiVersion: v1
@@ -374,17 +388,32 @@ func (c *Cluster) startAPIServer() error {
 	if err := etcd.WaitFor("etcd", time.Minute, func() bool { return env.HTTPOK(http.DefaultClient, etcdURL+"/health") }); err != nil {
 		return err
 	}
+	// The audit log records every Node write with the patches the webhooks made to it: the
+	// proof of which write a label arrived in.
+	policy := `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Request
+  resources: [{group: "", resources: ["nodes", "nodes/status"]}]
+  verbs: [create, update, patch]
+- level: None
+`
+	if err := os.WriteFile(c.path("audit-policy.yaml"), []byte(policy), 0o644); err != nil {
+		return err
+	}
 	api, err := c.start("kube-apiserver", c.bin("kube-apiserver"),
+		"--audit-policy-file", c.path("audit-policy.yaml"), "--audit-log-path", c.path("audit.log"), "--audit-log-maxsize", "0",
 		"--etcd-servers", etcdURL,
 		"--bind-address", NodeIP, "--advertise-address", NodeIP, "--secure-port", strconv.Itoa(apiserverPort),
 		"--tls-cert-file", c.path("apiserver.crt"), "--tls-private-key-file", c.path("apiserver.key"),
 		"--client-ca-file", c.path("ca.crt"),
 		"--kubelet-client-certificate", c.path("apiserver-kubelet-client.crt"), "--kubelet-client-key", c.path("apiserver-kubelet-client.key"),
-		"--service-account-issuer", "https://kubernetes.default.svc", "--service-account-key-file", c.path("sa.key"),
+		"--service-account-issuer", "https://kubernetes.default.svc", "--service-account-key-file", c.path("sa.pub"),
 		"--service-account-signing-key-file", c.path("sa.key"),
 		"--service-cluster-ip-range", serviceCIDR,
 		"--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction",
-		"--allow-privileged=false", "--profiling=false")
+		"--kubelet-preferred-address-types", "InternalIP", "--allow-privileged=false", "--profiling=false")
 	if err != nil {
 		return err
 	}
@@ -435,16 +464,19 @@ func (c *Cluster) startContainerd(sandboxImage string, images []string) error {
 			return err
 		}
 	}
+	// The pods' only route beyond their subnet is the services' range, through the node: no
+	// default route, so nothing in a pod can reach past this machine.
 	cni := fmt.Sprintf(`{
   "cniVersion": "0.4.0",
   "name": "gpu-label-webhook-test",
   "plugins": [{
     "type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false,
     "ipam": {"type": "host-local", "dataDir": %q,
-             "ranges": [[{"subnet": %q, "rangeStart": %q, "rangeEnd": %q, "gateway": %q}]]}
+             "ranges": [[{"subnet": %q, "rangeStart": %q, "rangeEnd": %q, "gateway": %q}]],
+             "routes": [{"dst": %q}]}
   }]
 }
-`, Bridge, c.path("cni", "ipam"), podSubnet, podFirst, podLast, NodeIP)
+`, Bridge, c.path("cni", "ipam"), podSubnet, podFirst, podLast, NodeIP, serviceCIDR)
 	if err := os.WriteFile(c.path("cni", "net.d", "10-bridge.conflist"), []byte(cni), 0o644); err != nil {
 		return err
 	}
@@ -461,6 +493,10 @@ state = %q
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = %q
     conf_dir = %q
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
     SystemdCgroup = false
 `, c.path("containerd", "root"), c.path("containerd", "state"), c.containerdSock, sandboxImage, cniBinDir, c.path("cni", "net.d"))
@@ -536,13 +572,27 @@ func (c *Cluster) StopKubelet() {
 
 // Reregister stops the kubelet, deletes its Node and starts it again with labels: the same
 // machine joins anew, its pods still running, and the kubelet sends a Node CREATE again.
+// kube-proxy stops when its Node is deleted; it is started again as its DaemonSet would.
 func (c *Cluster) Reregister(ctx context.Context, labels map[string]string) error {
 	c.StopKubelet()
+	c.stop("kube-proxy")
 	err := c.Client.CoreV1().Nodes().Delete(ctx, c.NodeName, metav1.DeleteOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
-	return c.StartKubelet(ctx, labels)
+	if err := c.StartKubelet(ctx, labels); err != nil {
+		return err
+	}
+	return c.startProxy()
+}
+
+// stop stops the processes named name.
+func (c *Cluster) stop(name string) {
+	for _, n := range c.procs {
+		if n.name == name {
+			n.p.Stop()
+		}
+	}
 }
 
 func (c *Cluster) writeKubeletConfig() error {
@@ -592,6 +642,7 @@ func (c *Cluster) startProxy() error {
 		return err
 	}
 	health := "127.0.0.1:" + strconv.Itoa(ports[0])
+	c.proxyMetrics = "http://127.0.0.1:" + strconv.Itoa(ports[1]) + "/metrics"
 	p, err := c.start("kube-proxy", c.bin("kube-proxy"), "--kubeconfig", c.path("kube-proxy.kubeconfig"),
 		"--hostname-override", c.NodeName, "--proxy-mode", "iptables", "--cluster-cidr", podSubnet,
 		"--conntrack-max-per-core", "0", "--conntrack-tcp-timeout-established", "0", "--conntrack-tcp-timeout-close-wait", "0",
@@ -601,6 +652,93 @@ func (c *Cluster) startProxy() error {
 		return err
 	}
 	return p.WaitFor("kube-proxy", time.Minute, func() bool { return env.HTTPOK(http.DefaultClient, "http://"+health+"/healthz") })
+}
+
+// NodeWrite is one write to a Node as the apiserver's audit log has it.
+type NodeWrite struct {
+	User        string // who wrote
+	Verb        string // create, update, patch
+	Subresource string // "" or "status"
+	// Patches are the JSON patches mutating webhooks made to the write, as text.
+	Patches []string
+}
+
+// NodeWrites reads the audit log: the writes to the Node name so far, oldest first.
+func (c *Cluster) NodeWrites(name string) ([]NodeWrite, error) {
+	b, err := os.ReadFile(c.path("audit.log"))
+	if err != nil {
+		return nil, err
+	}
+	var writes []NodeWrite
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var ev struct {
+			Stage     string `json:"stage"`
+			Verb      string `json:"verb"`
+			User      struct{ Username string } `json:"user"`
+			ObjectRef struct {
+				Resource, Name, Subresource string
+			} `json:"objectRef"`
+			Annotations map[string]string `json:"annotations"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			return nil, fmt.Errorf("audit log: %w", err)
+		}
+		if ev.Stage != "ResponseComplete" || ev.ObjectRef.Resource != "nodes" || ev.ObjectRef.Name != name {
+			continue
+		}
+		w := NodeWrite{User: ev.User.Username, Verb: ev.Verb, Subresource: ev.ObjectRef.Subresource}
+		for k, v := range ev.Annotations {
+			if strings.HasPrefix(k, "patch.webhook.admission.k8s.io/") {
+				w.Patches = append(w.Patches, v)
+			}
+		}
+		writes = append(writes, w)
+	}
+	return writes, nil
+}
+
+// WaitProxySync waits until kube-proxy has rewritten its rules after since: what changed in
+// the Services and endpoints before then is what packets now meet.
+func (c *Cluster) WaitProxySync(since time.Time) error {
+	deadline := time.Now().Add(time.Minute)
+	var last time.Time
+	var err error
+	for time.Now().Before(deadline) {
+		if last, err = c.proxyLastSync(); err == nil && !last.Before(since) {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("kube-proxy did not sync its rules within a minute after %v (last %v, %v)", since, last, err)
+}
+
+// proxyLastSync is when kube-proxy last wrote its IPv4 rules (the cluster's family; it only
+// writes IPv6 rules that nothing here uses once).
+func (c *Cluster) proxyLastSync() (time.Time, error) {
+	resp, err := http.Get(c.proxyMetrics)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var last time.Time
+	const name = "kubeproxy_sync_proxy_rules_last_timestamp_seconds"
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && (f[0] == name || f[0] == name+`{ip_family="IPv4"}`) {
+			secs, err := strconv.ParseFloat(f[1], 64)
+			if err != nil {
+				return time.Time{}, err
+			}
+			last = time.Unix(0, int64(secs*1e9))
+		}
+	}
+	if last.IsZero() {
+		return last, fmt.Errorf("kube-proxy's metrics have no %s", name)
+	}
+	return last, nil
 }
 
 // Kubectl runs kubectl as cluster-admin.
@@ -622,6 +760,27 @@ func (c *Cluster) Logs(lines int) string {
 	return b.String()
 }
 
+// KeepLogs copies every component's log and the audit log into dir, for after Stop.
+func (c *Cluster) KeepLogs(dir string) (string, error) {
+	_ = os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	logs, _ := filepath.Glob(c.path("*.log"))
+	pods, _ := filepath.Glob(c.path("pod-logs", "*", "*", "*.log"))
+	for _, l := range append(logs, pods...) {
+		b, err := os.ReadFile(l)
+		if err != nil {
+			return "", err
+		}
+		name := strings.ReplaceAll(strings.TrimPrefix(l, c.Dir+"/"), "/", "_")
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
 // Stop stops every process (pods and containerd's shims included), undoes what the run
 // changed on the host, removes the cluster's files, and reports any difference left between
 // the host now and before.
@@ -629,11 +788,7 @@ func (c *Cluster) Stop() error {
 	var errs []error
 	// The kubelet first, or it restarts the pods killed below; kube-proxy before its rules go.
 	for _, name := range []string{"kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager"} {
-		for _, n := range c.procs {
-			if n.name == name {
-				n.p.Stop()
-			}
-		}
+		c.stop(name)
 	}
 	// The pods' processes: in the kubepods cgroups, whose shims containerd does not stop.
 	for _, cg := range mustGlob(filepath.Join(cgroupRoot, "*", "kubepods*")) {
