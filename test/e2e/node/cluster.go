@@ -672,8 +672,8 @@ func (c *Cluster) NodeWrites(name string) ([]NodeWrite, error) {
 	var writes []NodeWrite
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		var ev struct {
-			Stage     string `json:"stage"`
-			Verb      string `json:"verb"`
+			Stage     string                    `json:"stage"`
+			Verb      string                    `json:"verb"`
 			User      struct{ Username string } `json:"user"`
 			ObjectRef struct {
 				Resource, Name, Subresource string
