@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -268,15 +267,13 @@ func Client(cfg *rest.Config, w *Warnings) (kubernetes.Interface, error) {
 
 // Webhook is the webhook running as a process.
 type Webhook struct {
-	cmd        *exec.Cmd
+	*Process
 	URL        string // https://127.0.0.1:PORT
 	CA         []byte
 	CertDir    string
 	MetricsURL string
 	HealthURL  string
-	Log        *os.File
 	Kubeconfig string
-	done       chan error
 }
 
 // StartWebhook runs bin/webhook serve as the webhook's ServiceAccount, with a fresh serving
@@ -304,61 +301,24 @@ func (c *Cluster) StartWebhookWithCerts(certDir string, caPEM []byte, extra ...s
 	if err != nil {
 		return nil, err
 	}
-	logFile, err := os.CreateTemp(c.Dir, "webhook-*.log")
-	if err != nil {
-		return nil, err
-	}
 	args := append([]string{"serve", "--kubeconfig", kc, "--cert-dir", certDir,
 		"--port", strconv.Itoa(ports[0]), "--health-addr", fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", ports[2]), "--shutdown-delay", "0s", "--log-format", "text"}, extra...)
 	if c.ClientCAFile != "" {
 		args = append(args, "--client-ca-file", c.ClientCAFile)
 	}
-	cmd := exec.Command(filepath.Join(c.Root, "bin", "webhook"), args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
+	p, err := StartProcess(c.Dir, "webhook", filepath.Join(c.Root, "bin", "webhook"), args...)
+	if err != nil {
 		return nil, err
 	}
-	w := &Webhook{cmd: cmd, URL: fmt.Sprintf("https://127.0.0.1:%d", ports[0]), CA: caPEM, CertDir: certDir,
+	w := &Webhook{Process: p, URL: fmt.Sprintf("https://127.0.0.1:%d", ports[0]), CA: caPEM, CertDir: certDir,
 		MetricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[2]), HealthURL: fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-		Log: logFile, Kubeconfig: kc, done: make(chan error, 1)}
-	go func() { w.done <- cmd.Wait() }()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(w.HealthURL + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return w, nil
-			}
-		}
-		select {
-		case err := <-w.done:
-			return nil, fmt.Errorf("webhook exited: %v; log:\n%s", err, w.Logs())
-		case <-time.After(100 * time.Millisecond):
-		}
+		Kubeconfig: kc}
+	if err := p.waitHTTP(w.HealthURL+"/readyz", 30*time.Second); err != nil {
+		w.Stop()
+		return nil, fmt.Errorf("webhook: %w", err)
 	}
-	w.Stop()
-	return nil, fmt.Errorf("webhook not ready in 30s; log:\n%s", w.Logs())
-}
-
-// Logs returns what the webhook wrote.
-func (w *Webhook) Logs() string {
-	b, _ := os.ReadFile(w.Log.Name())
-	return string(b)
-}
-
-// Stop sends SIGTERM and waits for the process to exit.
-func (w *Webhook) Stop() {
-	if w.cmd.ProcessState != nil {
-		return
-	}
-	_ = w.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-w.done:
-	case <-time.After(20 * time.Second):
-		_ = w.cmd.Process.Kill()
-		<-w.done
-	}
+	return w, nil
 }
 
 // Metric sums the samples of a metric whose line starts with prefix (name and labels).

@@ -73,8 +73,8 @@ type Cluster struct {
 	procs           []*named
 	kubelet         *env.Process
 	proxyMetrics    string
-	// KubeletLog holds every kubelet run's output.
-	KubeletLogs []string
+	// SlowStops names the processes Stop waited for more than a second, and how long.
+	SlowStops []string
 }
 
 type named struct {
@@ -115,7 +115,10 @@ func Preflight(root string) error {
 	if len(missing) > 0 {
 		return fmt.Errorf("a real node cannot run here; missing: %s", strings.Join(missing, "; "))
 	}
-	for _, name := range []string{"kubelet", "containerd", "kube-proxy"} {
+	// Another containerd (Docker's, say) is no obstacle: this one has folders and a socket of
+	// its own. Another kubelet or kube-proxy is: the device-plugin folder, /kubepods and the
+	// sysctls and iptables rules are the machine's.
+	for _, name := range []string{"kubelet", "kube-proxy"} {
 		if pids := pidsNamed(name); len(pids) > 0 {
 			return fmt.Errorf("a %s already runs here (pids %v): one node per machine, and this one would fight it", name, pids)
 		}
@@ -544,7 +547,6 @@ func (c *Cluster) StartKubelet(ctx context.Context, labels map[string]string) er
 		return err
 	}
 	c.kubelet = k
-	c.KubeletLogs = append(c.KubeletLogs, k.Log.Name())
 	return k.WaitFor("node "+c.NodeName+" Ready", 2*time.Minute, func() bool {
 		n, err := c.Client.CoreV1().Nodes().Get(ctx, c.NodeName, metav1.GetOptions{})
 		return err == nil && nodeReady(n)
@@ -791,18 +793,24 @@ func (c *Cluster) Stop() error {
 		c.stop(name)
 	}
 	// The pods' processes: in the kubepods cgroups, whose shims containerd does not stop.
-	for _, cg := range mustGlob(filepath.Join(cgroupRoot, "*", "kubepods*")) {
+	for _, cg := range kubepodsCgroups() {
 		if !slices.Contains(c.host.cgroups, cg) {
 			errs = append(errs, removeCgroup(cg))
 		}
 	}
-	for _, pid := range pidsNamed("containerd-shim-runc-v2") {
+	// The shims (their command name is cut to "containerd-shim") of this containerd: their
+	// command lines name its socket, in the cluster's folder.
+	for _, pid := range pidsNamed("containerd-shim") {
 		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.Contains(string(b), c.Dir) {
 			_ = killPID(pid)
 		}
 	}
-	for _, n := range c.procs {
+	for _, n := range slices.Backward(c.procs) {
+		began := time.Now()
 		n.p.Stop()
+		if took := time.Since(began); took > time.Second {
+			c.SlowStops = append(c.SlowStops, fmt.Sprintf("%s %v", n.name, took.Round(time.Millisecond)))
+		}
 	}
 	if out, err := exec.Command(c.bin("kube-proxy"), "--cleanup").CombinedOutput(); err != nil {
 		errs = append(errs, fmt.Errorf("kube-proxy --cleanup: %v: %s", err, out))
@@ -825,9 +833,4 @@ func killPID(pid int) error {
 		return err
 	}
 	return p.Kill()
-}
-
-func mustGlob(pattern string) []string {
-	m, _ := filepath.Glob(pattern)
-	return m
 }

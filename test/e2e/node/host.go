@@ -88,8 +88,16 @@ func snapshotHost() (*hostState, error) {
 		}
 		s.dirs[d] = names
 	}
-	s.cgroups, _ = filepath.Glob(filepath.Join(cgroupRoot, "*", "kubepods*"))
+	s.cgroups = kubepodsCgroups()
 	return s, nil
+}
+
+// kubepodsCgroups lists the kubelet's pod cgroups: in each cgroup v1 hierarchy, or at the
+// root of a cgroup v2 one.
+func kubepodsCgroups() []string {
+	v1, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", "kubepods*"))
+	v2, _ := filepath.Glob(filepath.Join(cgroupRoot, "kubepods*"))
+	return append(v1, v2...)
 }
 
 var counters = regexp.MustCompile(`\[\d+:\d+\]`)

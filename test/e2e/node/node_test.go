@@ -68,7 +68,7 @@ func TestRealNode(t *testing.T) {
 		if err := c.Stop(); err != nil {
 			t.Errorf("teardown: %v", err)
 		}
-		t.Logf("torn down in %v; the host is as it was", time.Since(began).Round(time.Millisecond))
+		t.Logf("torn down in %v (slow to stop: %v)", time.Since(began).Round(time.Millisecond), c.SlowStops)
 	})
 
 	began = time.Now()
