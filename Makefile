@@ -56,7 +56,7 @@ e2e: tools build ## End-to-end tests against kube-apiserver and etcd built from 
 
 # A real node (root, containerd, runc, the CNI plugins): the webhook's image installed from
 # manifests/ onto a cluster whose node is a real kubelet. See test/e2e/node.
-e2e-node: tools node-tools build image $(IMAGE_DIR)/pause.tar ## End-to-end tests on a real node: kubelet, containerd, the image, the README's install (root)
+e2e-node: tools node-tools build image $(BIN)/image/pause.tar ## End-to-end tests on a real node: kubelet, containerd, the image, the README's install (root)
 	$(GO) test -tags e2e -count=1 -timeout 20m -v ./test/e2e/node/ 2>&1 | tee $(BIN)/e2e-node.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go'
 
 verify: $(BIN)/actionlint ## gofmt, go vet, the manifests match their generator, the workflows pass actionlint
