@@ -279,10 +279,51 @@ func install(t *testing.T, c *Cluster) {
 			t.Errorf("pod %s runs on %q at %q; want the real node, on the bridge", p.Name, p.Spec.NodeName, p.Status.PodIP)
 		}
 	}
+	// The image's user is the one the containers run as: 65532, no root anywhere.
+	procs := webhookProcesses(t)
+	if len(procs) != 2 {
+		t.Errorf("%d webhook processes run on the node, want the Deployment's 2", len(procs))
+	}
+	for pid, uid := range procs {
+		if uid != "65532" {
+			t.Errorf("the webhook (pid %d) runs as uid %s, want 65532", pid, uid)
+		}
+	}
 	// The pods are ready only once they have read their ConfigMap, which they do with the
 	// in-cluster credentials and the RBAC the manifests give them; the apiserver reaches them
 	// through the Service. A dry-run CREATE shows the whole path answers.
 	optIn(t, c, false)
+}
+
+// webhookProcesses finds the containers' `/webhook serve` processes on this machine and
+// returns each one's real user ID.
+func webhookProcesses(t *testing.T) map[int]string {
+	t.Helper()
+	found := map[int]string{}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.HasPrefix(string(cmdline), "/webhook\x00serve\x00") {
+			continue
+		}
+		status, err := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(status), "\n") {
+			if f := strings.Fields(l); len(f) > 1 && f[0] == "Uid:" {
+				found[pid] = f[1]
+			}
+		}
+	}
+	return found
 }
 
 func waitRollout(t *testing.T, c *Cluster) {
