@@ -18,7 +18,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -72,7 +71,6 @@ type Cluster struct {
 	containerdSock  string
 	procs           []*named
 	kubelet         *env.Process
-	proxyMetrics    string
 	// SlowStops names the processes Stop waited for more than a second, and how long.
 	SlowStops []string
 }
@@ -644,7 +642,6 @@ func (c *Cluster) startProxy() error {
 		return err
 	}
 	health := "127.0.0.1:" + strconv.Itoa(ports[0])
-	c.proxyMetrics = "http://127.0.0.1:" + strconv.Itoa(ports[1]) + "/metrics"
 	p, err := c.start("kube-proxy", c.bin("kube-proxy"), "--kubeconfig", c.path("kube-proxy.kubeconfig"),
 		"--hostname-override", c.NodeName, "--proxy-mode", "iptables", "--cluster-cidr", podSubnet,
 		"--conntrack-max-per-core", "0", "--conntrack-tcp-timeout-established", "0", "--conntrack-tcp-timeout-close-wait", "0",
@@ -699,48 +696,25 @@ func (c *Cluster) NodeWrites(name string) ([]NodeWrite, error) {
 	return writes, nil
 }
 
-// WaitProxySync waits until kube-proxy has rewritten its rules after since: what changed in
-// the Services and endpoints before then is what packets now meet.
-func (c *Cluster) WaitProxySync(since time.Time) error {
-	deadline := time.Now().Add(time.Minute)
-	var last time.Time
-	var err error
-	for time.Now().Before(deadline) {
-		if last, err = c.proxyLastSync(); err == nil && !last.Before(since) {
-			return nil
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return fmt.Errorf("kube-proxy did not sync its rules within a minute after %v (last %v, %v)", since, last, err)
-}
-
-// proxyLastSync is when kube-proxy last wrote its IPv4 rules (the cluster's family; it only
-// writes IPv6 rules that nothing here uses once).
-func (c *Cluster) proxyLastSync() (time.Time, error) {
-	resp, err := http.Get(c.proxyMetrics)
+// ProxiedTo lists the destinations on port that kube-proxy's rules send Service traffic to
+// now ("10.213.0.12:9443"), read from the nat table: what packets meet, not what the API says.
+func ProxiedTo(port int) ([]string, error) {
+	out, err := exec.Command("iptables-save", "-t", "nat").Output()
 	if err != nil {
-		return time.Time{}, err
+		return nil, fmt.Errorf("iptables-save: %w", err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return time.Time{}, err
-	}
-	var last time.Time
-	const name = "kubeproxy_sync_proxy_rules_last_timestamp_seconds"
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) == 2 && (f[0] == name || f[0] == name+`{ip_family="IPv4"}`) {
-			secs, err := strconv.ParseFloat(f[1], 64)
-			if err != nil {
-				return time.Time{}, err
+	var dests []string
+	suffix := ":" + strconv.Itoa(port)
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		for i := 0; i+1 < len(f); i++ {
+			if f[i] == "--to-destination" && strings.HasSuffix(f[i+1], suffix) && !slices.Contains(dests, f[i+1]) {
+				dests = append(dests, f[i+1])
 			}
-			last = time.Unix(0, int64(secs*1e9))
 		}
 	}
-	if last.IsZero() {
-		return last, fmt.Errorf("kube-proxy's metrics have no %s", name)
-	}
-	return last, nil
+	slices.Sort(dests)
+	return dests, nil
 }
 
 // Kubectl runs kubectl as cluster-admin.
