@@ -15,6 +15,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
@@ -138,14 +139,21 @@ func WatchFile(ctx context.Context, path string, interval time.Duration, store *
 
 // WatchConfigMap watches namespace/name through a cache that holds only that object (so the
 // webhook needs get/list/watch on ConfigMaps in its namespace and nothing more). It returns
-// once the cache has synced and the first state is in the store.
+// once the cache has synced and the first state is in the store; while the apiserver cannot
+// be reached it keeps trying (the informer retries with backoff) until ctx ends.
 func WatchConfigMap(ctx context.Context, cfg *rest.Config, namespace, name string, store *admit.ConfigStore, m *admit.Metrics, log *slog.Logger) error {
 	scheme := runtime.NewScheme()
 	if err := corev1.AddToScheme(scheme); err != nil {
 		return err
 	}
+	// The one kind it reads, mapped here: a mapper that asks the apiserver's discovery fails
+	// at once when the apiserver is unreachable (a pod whose Service route is not there yet),
+	// and the webhook would exit and wait out CrashLoopBackOff.
+	mapper := meta.NewDefaultRESTMapper(nil)
+	mapper.Add(corev1.SchemeGroupVersion.WithKind("ConfigMap"), meta.RESTScopeNamespace)
 	c, err := cache.New(cfg, cache.Options{
 		Scheme:            scheme,
+		Mapper:            mapper,
 		DefaultNamespaces: map[string]cache.Config{namespace: {}},
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.ConfigMap{}: {Field: fields.OneTermEqualSelector("metadata.name", name)},

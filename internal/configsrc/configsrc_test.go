@@ -6,8 +6,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/rest"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 )
@@ -74,4 +78,24 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatalf("timed out waiting for %s", what)
+}
+
+func TestWatchConfigMapWaitsForAnUnreachableAPIServer(t *testing.T) {
+	// Nothing listens on port 1: the apiserver is not reachable (yet).
+	cfg := &rest.Config{Host: "https://127.0.0.1:1", Timeout: time.Second}
+	store := &admit.ConfigStore{}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	err := WatchConfigMap(ctx, cfg, "gpu-label-webhook", "gpu-label-webhook", store, admit.NewMetrics(prometheus.NewRegistry()), log)
+	if err == nil || !strings.Contains(err.Error(), "did not sync") {
+		t.Fatalf("got %v; want it to keep trying until the context ends, then say the cache did not sync", err)
+	}
+	if took := time.Since(began); took < time.Second {
+		t.Errorf("gave up after %v: an unreachable apiserver must be waited for, not be a reason to exit", took)
+	}
+	if store.Ready() {
+		t.Error("the store is ready without a config read")
+	}
 }

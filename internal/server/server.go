@@ -119,13 +119,19 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
+	// At most one error from each server (admission, health, metrics, pprof) and the config watch.
+	errc := make(chan error, 5)
 	var events admit.EventSink
 	if o.ConfigFile != "" {
 		go configsrc.WatchFile(runCtx, o.ConfigFile, o.ConfigPoll, store, metrics, log)
 	} else {
-		if err := configsrc.WatchConfigMap(runCtx, o.RESTConfig, o.Namespace, o.ConfigName, store, metrics, log); err != nil {
-			return fmt.Errorf("watching config %s/%s: %w", o.Namespace, o.ConfigName, err)
-		}
+		// In the background: the servers answer (unready, /healthz ok) while the apiserver
+		// cannot be reached yet, rather than the process exiting into CrashLoopBackOff.
+		go func() {
+			if err := configsrc.WatchConfigMap(runCtx, o.RESTConfig, o.Namespace, o.ConfigName, store, metrics, log); err != nil && runCtx.Err() == nil {
+				errc <- fmt.Errorf("watching config %s/%s: %w", o.Namespace, o.ConfigName, err)
+			}
+		}()
 	}
 	if o.RESTConfig != nil {
 		// Events are best-effort: their client writes at most eventQPS a second (bursts of
@@ -188,7 +194,6 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	servers := []*http.Server{srv}
-	errc := make(chan error, 4) // at most one error from each server: admission, health, metrics, pprof
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	log.Info("serving admission webhooks", "addr", ln.Addr().String(), "paths", []string{admit.PathMutate, admit.PathValidate})
 
