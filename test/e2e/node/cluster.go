@@ -34,6 +34,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/certs"
 	"github.com/gpu-label-webhook/gpu-label-webhook/test/e2e/env"
@@ -82,11 +83,10 @@ type named struct {
 
 // Binaries the harness runs, and where they come from.
 var (
-	k8sBinaries    = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubelet", "kubectl"}
-	hostBinaries   = []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "iptables-save", "iptables-restore", "ip"}
-	cniBinDir      = "/usr/lib/cni"
-	cniPlugins     = []string{"bridge", "host-local", "loopback"}
-	devicePluginFS = "/var/lib/kubelet/device-plugins"
+	k8sBinaries  = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubelet", "kubectl"}
+	hostBinaries = []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "iptables-save", "iptables-restore", "ip"}
+	cniBinDir    = "/usr/lib/cni"
+	cniPlugins   = []string{"bridge", "host-local", "loopback"}
 )
 
 // Preflight says why a node cannot run here, nil when it can.
@@ -121,8 +121,8 @@ func Preflight(root string) error {
 			return fmt.Errorf("a %s already runs here (pids %v): one node per machine, and this one would fight it", name, pids)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(devicePluginFS, "kubelet.sock")); err == nil {
-		return fmt.Errorf("%s/kubelet.sock exists: another kubelet's, or one a crashed run left; remove it", devicePluginFS)
+	if _, err := os.Stat(pluginapi.KubeletSocket); err == nil {
+		return fmt.Errorf("%s exists: another kubelet's, or one a crashed run left; remove it", pluginapi.KubeletSocket)
 	}
 	if err := exec.Command("ip", "link", "show", Bridge).Run(); err == nil {
 		return fmt.Errorf("the link %s exists: a crashed run's? delete it (ip link delete %s)", Bridge, Bridge)
@@ -292,7 +292,6 @@ func (c *Cluster) makeCerts() error {
 		{"system:kube-controller-manager", "system:masters"},
 		{"system:kube-scheduler", ""},
 		{"system:kube-proxy", ""},
-		{"kube-apiserver-kubelet-client", "system:masters"},
 	}
 	for _, cl := range clients {
 		if _, err := c.Kubeconfig(cl.user, cl.group); err != nil {
@@ -360,15 +359,10 @@ func (c *Cluster) UserConfig(user, group string) (*rest.Config, error) {
 	return clientcmd.BuildConfigFromFlags("", path)
 }
 
-// tlsClient trusts the cluster's CA or, for the components' own self-signed health
-// endpoints on loopback, nothing.
-func (c *Cluster) tlsClient(verify bool) *http.Client {
-	cfg := &tls.Config{InsecureSkipVerify: !verify} //nolint:gosec // loopback health checks of self-signed components
-	if verify {
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(c.ca.CertPEM())
-		cfg.RootCAs = pool
-	}
+// healthClient checks the components' own health endpoints on loopback, served with
+// certificates they made themselves.
+func healthClient() *http.Client {
+	cfg := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // loopback health checks of self-signed components
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
 }
 
@@ -445,7 +439,7 @@ func (c *Cluster) startControllers() error {
 	if err != nil {
 		return err
 	}
-	hc := c.tlsClient(false)
+	hc := healthClient()
 	if err := kcm.WaitFor("kube-controller-manager", time.Minute, func() bool {
 		return env.HTTPOK(hc, fmt.Sprintf("https://127.0.0.1:%d/healthz", ports[0]))
 	}); err != nil {

@@ -462,9 +462,10 @@ func eventually(t *testing.T, c *Cluster, what string, timeout time.Duration, co
 type joiner struct {
 	c     *Cluster
 	name  string
-	label string        // the accelerator label its CREATE came back with
-	took  time.Duration // how long the CREATE took
-	at    time.Duration // when it joined, from the start of the disruption
+	cs    kubernetes.Interface // as the node's kubelet
+	label string               // the accelerator label its CREATE came back with
+	took  time.Duration        // how long the CREATE took
+	at    time.Duration        // when it joined, from the start of the disruption
 }
 
 // joinWhile registers n p4d.24xlarge nodes through the API, each as its own kubelet, one
@@ -492,13 +493,14 @@ func (j *joiner) join(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	j.cs = clientFor(t, cfg)
 	n := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: j.name, Labels: map[string]string{instanceType: "p4d.24xlarge", "kubernetes.io/hostname": j.name}},
 		Spec:       corev1.NodeSpec{Taints: []corev1.Taint{{Key: apiKubeletTaint, Effect: corev1.TaintEffectNoSchedule}}},
 		Status:     corev1.NodeStatus{Capacity: corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("8")}},
 	}
 	began := time.Now()
-	got, err := clientFor(t, cfg).CoreV1().Nodes().Create(context.Background(), n, metav1.CreateOptions{FieldManager: "kubelet"})
+	got, err := j.cs.CoreV1().Nodes().Create(context.Background(), n, metav1.CreateOptions{FieldManager: "kubelet"})
 	j.took = time.Since(began)
 	if err != nil {
 		t.Fatalf("%s: %v", j.name, err)
@@ -510,15 +512,11 @@ func (j *joiner) join(t *testing.T) {
 // nodes/status patch) and returns the label the node has after it.
 func (j *joiner) reportStatus(t *testing.T) string {
 	t.Helper()
-	cfg, err := j.c.UserConfig("system:node:"+j.name, "system:nodes")
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := metav1.Now()
 	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{{
 		Type: corev1.NodeReady, Status: corev1.ConditionFalse, Reason: "KubeletNotReady", LastHeartbeatTime: now, LastTransitionTime: now,
 	}}}})
-	got, err := clientFor(t, cfg).CoreV1().Nodes().Patch(context.Background(), j.name, types.StrategicMergePatchType, patch,
+	got, err := j.cs.CoreV1().Nodes().Patch(context.Background(), j.name, types.StrategicMergePatchType, patch,
 		metav1.PatchOptions{FieldManager: "kubelet"}, "status")
 	if err != nil {
 		t.Fatalf("%s: %v", j.name, err)
