@@ -157,9 +157,13 @@ define newline
 
 endef
 
-# $(1) GOOS, $(2) GOARCH. The build is `make build` itself, into a folder of its own.
+# $(1) GOOS, $(2) GOARCH, $(3) folder: `make build` itself for that platform, into that folder
+# (make dist and make image).
+build-for = GOOS=$(1) GOARCH=$(2) $(MAKE) --no-print-directory build BIN=$(3) VERSION=$(VERSION)
+
+# $(1) GOOS, $(2) GOARCH: one platform's archive and SBOM.
 define dist-platform
-GOOS=$(1) GOARCH=$(2) $(MAKE) --no-print-directory build BIN=$(DIST)/$(1)_$(2) VERSION=$(VERSION)
+$(call build-for,$(1),$(2),$(DIST)/$(1)_$(2))
 	mv $(DIST)/$(1)_$(2)/webhook $(DIST)/$(1)_$(2)/kubectl-gpu_label
 	tar -C $(DIST)/$(1)_$(2) --sort=name --owner=0 --group=0 --numeric-owner --mode=0755 --mtime=@$(SOURCE_DATE) -cf - kubectl-gpu_label | gzip -n > $(DIST)/kubectl-gpu_label_$(1)_$(2).tar.gz
 	$(BIN)/cyclonedx-gomod bin -json -version $(VERSION) -output $(DIST)/kubectl-gpu_label_$(1)_$(2).sbom.cdx.json $(DIST)/$(1)_$(2)/kubectl-gpu_label
@@ -175,7 +179,7 @@ IMAGE_TAR   := $(IMAGE_DIR)/gpu-label-webhook.tar
 REVISION    := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
 image: $(BIN)/image-builder ## The multi-arch image (linux/amd64, linux/arm64) as an OCI archive, bin/image/gpu-label-webhook.tar, no Docker needed (IMAGE=name:tag, VERSION=tag)
-	$(foreach p,$(IMAGE_PLATFORMS),GOOS=$(word 1,$(subst /, ,$(p))) GOARCH=$(word 2,$(subst /, ,$(p))) $(MAKE) --no-print-directory build BIN=$(IMAGE_DIR)/$(subst /,_,$(p)) VERSION=$(VERSION)$(newline))
+	$(foreach p,$(IMAGE_PLATFORMS),$(call build-for,$(word 1,$(subst /, ,$(p))),$(word 2,$(subst /, ,$(p))),$(IMAGE_DIR)/$(subst /,_,$(p)))$(newline))
 	$(BIN)/image-builder $(foreach p,$(IMAGE_PLATFORMS),--binary $(p)=$(IMAGE_DIR)/$(subst /,_,$(p))/webhook) \
 	  --tag $(IMAGE) --out $(IMAGE_TAR) --version $(VERSION) --revision $(REVISION) --source-date $(SOURCE_DATE)
 
