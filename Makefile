@@ -47,8 +47,8 @@ FUZZ := -run '^$$' -fuzzminimizetime 200x
 unit: ## Unit tests with the race detector, and each fuzz target for a few seconds
 	$(GO) test -race -count=1 ./...
 	$(GO) test $(FUZZ) -fuzz FuzzInfer -fuzztime 10s ./internal/gpuinfo
-	$(GO) test $(FUZZ) -fuzz FuzzReview -fuzztime 10s ./internal/admit
-	$(GO) test $(FUZZ) -fuzz FuzzSkim -fuzztime 10s ./internal/admit
+	$(GO) test $(FUZZ) -fuzz FuzzReview -fuzztime 10s ./internal/review
+	$(GO) test $(FUZZ) -fuzz FuzzSkim -fuzztime 10s ./internal/review
 	$(MAKE) --no-print-directory image-test
 
 e2e: tools build ## End-to-end tests against kube-apiserver and etcd built from source
@@ -78,8 +78,8 @@ bench: tools build ## Benchmarks: handler vs the idiomatic way, served throughpu
 
 fuzz: ## Run the fuzz targets longer
 	$(GO) test $(FUZZ) -fuzz FuzzInfer -fuzztime 2m ./internal/gpuinfo
-	$(GO) test $(FUZZ) -fuzz FuzzReview -fuzztime 2m ./internal/admit
-	$(GO) test $(FUZZ) -fuzz FuzzSkim -fuzztime 2m ./internal/admit
+	$(GO) test $(FUZZ) -fuzz FuzzReview -fuzztime 2m ./internal/review
+	$(GO) test $(FUZZ) -fuzz FuzzSkim -fuzztime 2m ./internal/review
 
 # What a real node runs besides the control plane above, from the same module.
 NODE_TOOLS  := $(addprefix $(K8S_BIN)/,kubelet kube-controller-manager kube-scheduler kube-proxy)

@@ -1,3 +1,6 @@
+// Package admit is what the webhook decides about a Node and why: the config that opts a
+// cluster in, and Decide, which turns the knowledge base's inference into an action and its
+// findings. It is pure: no I/O, no clients, no wire format.
 package admit
 
 import (

@@ -97,25 +97,3 @@ func TestParseConfigRejects(t *testing.T) {
 		})
 	}
 }
-
-func TestConfigStoreKeepsLastGood(t *testing.T) {
-	var s ConfigStore
-	if s.Ready() {
-		t.Fatal("ready before any config")
-	}
-	if c, err := s.Load(); c.AutoLabel || err != nil {
-		t.Fatal("defaults expected before any config")
-	}
-	good := mustConfig(t, map[string]string{KeyAutoLabel: "true"})
-	s.Set(good)
-	_, err := ParseConfig(map[string]string{KeyAutoLabel: "maybe"})
-	s.Reject(err)
-	c, gotErr := s.Load()
-	if c != good || gotErr == nil || !s.Ready() {
-		t.Errorf("after a bad config: cfg=%p err=%v", c, gotErr)
-	}
-	s.Set(DefaultConfig())
-	if c, err := s.Load(); c.AutoLabel || err != nil {
-		t.Errorf("a good config did not replace the error")
-	}
-}

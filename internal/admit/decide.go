@@ -134,7 +134,12 @@ func Decide(cfg *Config, name string, node gpuinfo.Node, mayMutate bool) Decisio
 }
 
 func (d *Decision) add(r Reason, format string, args ...any) {
-	d.Findings = append(d.Findings, Finding{Reason: r, Message: truncate(fmt.Sprintf(format, args...), maxWarning)})
+	d.Findings = append(d.Findings, Finding{Reason: r, Message: Warning(format, args...)})
+}
+
+// Warning formats an admission warning, shortened to fit the apiserver's limit.
+func Warning(format string, args ...any) string {
+	return truncate(fmt.Sprintf(format, args...), maxWarning)
 }
 
 // optInHint tells how to have nodes like this one labeled automatically.

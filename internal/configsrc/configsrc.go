@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/metrics"
 )
 
 // ReadFile reads a ConfigMap's data from a manifest (YAML or JSON) or from a directory of
@@ -84,7 +85,7 @@ func readDir(dir string) (map[string]string, error) {
 }
 
 // apply parses data and puts it in force, or records why it was rejected.
-func apply(store *admit.ConfigStore, m *admit.Metrics, log *slog.Logger, origin string, data map[string]string, exists bool) {
+func apply(store *Store, m *metrics.Metrics, log *slog.Logger, origin string, data map[string]string, exists bool) {
 	if !exists {
 		cfg := admit.DefaultConfig()
 		cfg.Origin = origin
@@ -110,7 +111,7 @@ func apply(store *admit.ConfigStore, m *admit.Metrics, log *slog.Logger, origin 
 // WatchFile reads path now and again every interval, applying changes. A polling loop is
 // used rather than file notifications because a mounted ConfigMap changes by swapping a
 // symlink, which notifications report unreliably.
-func WatchFile(ctx context.Context, path string, interval time.Duration, store *admit.ConfigStore, m *admit.Metrics, log *slog.Logger) {
+func WatchFile(ctx context.Context, path string, interval time.Duration, store *Store, m *metrics.Metrics, log *slog.Logger) {
 	var last map[string]string
 	var lastErr string
 	first := true
@@ -141,7 +142,7 @@ func WatchFile(ctx context.Context, path string, interval time.Duration, store *
 // webhook needs get/list/watch on ConfigMaps in its namespace and nothing more). It returns
 // once the cache has synced and the first state is in the store; while the apiserver cannot
 // be reached it keeps trying (the informer retries with backoff) until ctx ends.
-func WatchConfigMap(ctx context.Context, cfg *rest.Config, namespace, name string, store *admit.ConfigStore, m *admit.Metrics, log *slog.Logger) error {
+func WatchConfigMap(ctx context.Context, cfg *rest.Config, namespace, name string, store *Store, m *metrics.Metrics, log *slog.Logger) error {
 	scheme := runtime.NewScheme()
 	if err := corev1.AddToScheme(scheme); err != nil {
 		return err

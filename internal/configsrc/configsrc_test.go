@@ -10,10 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/rest"
-
-	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 )
 
 func TestReadFileManifestAndFolder(t *testing.T) {
@@ -51,7 +50,7 @@ func TestWatchFileAppliesChangesAndKeepsLastGood(t *testing.T) {
 		os.Rename(tmp, path)
 	}
 	write("  autoLabel: \"true\"\n")
-	store := &admit.ConfigStore{}
+	store := &Store{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go WatchFile(ctx, path, 10*time.Millisecond, store, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -83,12 +82,12 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestWatchConfigMapWaitsForAnUnreachableAPIServer(t *testing.T) {
 	// Nothing listens on port 1: the apiserver is not reachable (yet).
 	cfg := &rest.Config{Host: "https://127.0.0.1:1", Timeout: time.Second}
-	store := &admit.ConfigStore{}
+	store := &Store{}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
 	began := time.Now()
-	err := WatchConfigMap(ctx, cfg, "gpu-label-webhook", "gpu-label-webhook", store, admit.NewMetrics(prometheus.NewRegistry()), log)
+	err := WatchConfigMap(ctx, cfg, "gpu-label-webhook", "gpu-label-webhook", store, metrics.New(prometheus.NewRegistry()), log)
 	if err == nil || !strings.Contains(err.Error(), "did not sync") {
 		t.Fatalf("got %v; want it to keep trying until the context ends, then say the cache did not sync", err)
 	}

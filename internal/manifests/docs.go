@@ -11,6 +11,7 @@ import (
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/metrics"
 )
 
 // The README's reference sections are generated from the values the server uses, between
@@ -33,7 +34,7 @@ func ConfigReference() string {
 // MetricsReference lists every metric the server exports.
 func MetricsReference() string {
 	reg := prometheus.NewRegistry()
-	m := admit.NewMetrics(reg)
+	m := metrics.New(reg)
 	// Touch each vector once so Gather reports it.
 	m.Requests.WithLabelValues("", "", "")
 	m.Latency.WithLabelValues("")

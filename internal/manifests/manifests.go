@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/review"
 )
 
 // Names of the installed objects.
@@ -84,7 +85,7 @@ func Mutating(url string, caBundle []byte) *admissionregistrationv1.MutatingWebh
 		ObjectMeta: metav1.ObjectMeta{Name: MutatingName, Labels: appLabels},
 		Webhooks: []admissionregistrationv1.MutatingWebhook{{
 			Name:                    "nodes.gpu-label-webhook.skypilot.co",
-			ClientConfig:            ClientConfig(admit.PathMutate, url, caBundle),
+			ClientConfig:            ClientConfig(review.PathMutate, url, caBundle),
 			Rules:                   Rules(),
 			FailurePolicy:           ptr.To(admissionregistrationv1.Ignore),
 			MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
@@ -104,7 +105,7 @@ func Audit(url string, caBundle []byte) *admissionregistrationv1.ValidatingWebho
 		ObjectMeta: metav1.ObjectMeta{Name: AuditName, Labels: appLabels},
 		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
 			Name:                    "audit.nodes.gpu-label-webhook.skypilot.co",
-			ClientConfig:            ClientConfig(admit.PathValidate, url, caBundle),
+			ClientConfig:            ClientConfig(review.PathValidate, url, caBundle),
 			Rules:                   Rules(),
 			FailurePolicy:           ptr.To(admissionregistrationv1.Ignore),
 			MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),

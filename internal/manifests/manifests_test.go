@@ -15,6 +15,7 @@ import (
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/report"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/review"
 )
 
 // The checked-in manifests are what the generator writes.
@@ -155,7 +156,7 @@ func TestWebhookConfigurationsFollowGoodPractice(t *testing.T) {
 		t.Errorf("resources %s", got)
 	}
 	a := Audit("", nil).Webhooks[0]
-	if *a.FailurePolicy != "Ignore" || *a.ClientConfig.Service.Path != admit.PathValidate {
+	if *a.FailurePolicy != "Ignore" || *a.ClientConfig.Service.Path != review.PathValidate {
 		t.Errorf("audit webhook: %+v", a)
 	}
 }

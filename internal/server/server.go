@@ -30,6 +30,9 @@ import (
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/configsrc"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/events"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/metrics"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/review"
 )
 
 // Options configure the server. Run checks them before anything starts.
@@ -98,8 +101,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := admit.NewMetrics(reg)
-	store := &admit.ConfigStore{}
+	mets := metrics.New(reg)
+	store := &configsrc.Store{}
 
 	// runCtx outlives ctx until the servers have drained.
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
@@ -121,14 +124,14 @@ func Run(ctx context.Context, o Options) error {
 
 	// At most one error from each server (admission, health, metrics, pprof) and the config watch.
 	errc := make(chan error, 5)
-	var events admit.EventSink
+	var sink review.EventSink
 	if o.ConfigFile != "" {
-		go configsrc.WatchFile(runCtx, o.ConfigFile, o.ConfigPoll, store, metrics, log)
+		go configsrc.WatchFile(runCtx, o.ConfigFile, o.ConfigPoll, store, mets, log)
 	} else {
 		// In the background: the servers answer (unready, /healthz ok) while the apiserver
 		// cannot be reached yet, rather than the process exiting into CrashLoopBackOff.
 		go func() {
-			if err := configsrc.WatchConfigMap(runCtx, o.RESTConfig, o.Namespace, o.ConfigName, store, metrics, log); err != nil && runCtx.Err() == nil {
+			if err := configsrc.WatchConfigMap(runCtx, o.RESTConfig, o.Namespace, o.ConfigName, store, mets, log); err != nil && runCtx.Err() == nil {
 				errc <- fmt.Errorf("watching config %s/%s: %w", o.Namespace, o.ConfigName, err)
 			}
 		}()
@@ -143,10 +146,10 @@ func Run(ctx context.Context, o Options) error {
 		if err != nil {
 			return err
 		}
-		ev := admit.NewEvents(eventPoster(cs, o.EventsNamespace, o.PodName), o.EventWindow, eventQueue, metrics)
+		ev := events.New(eventPoster(cs, o.EventsNamespace, o.PodName), o.EventWindow, eventQueue, mets)
 		ev.Log = log
 		go ev.Run(runCtx)
-		events = ev
+		sink = ev
 	}
 
 	var shuttingDown atomic.Bool
@@ -164,8 +167,8 @@ func Run(ctx context.Context, o Options) error {
 	if o.Routes != nil {
 		o.Routes(r)
 	} else {
-		r.Method(http.MethodPost, admit.PathMutate, &admit.ReviewHandler{Handler: &admit.Handler{Config: store, Mutate: true, Events: events, Metrics: metrics}, Endpoint: "mutate", Metrics: metrics, Log: log})
-		r.Method(http.MethodPost, admit.PathValidate, &admit.ReviewHandler{Handler: &admit.Handler{Config: store, Events: events, Metrics: metrics}, Endpoint: "validate", Metrics: metrics, Log: log})
+		r.Method(http.MethodPost, review.PathMutate, &review.HTTPHandler{Handler: &review.Handler{Config: store, Mutate: true, Events: sink, Metrics: mets}, Endpoint: "mutate", Metrics: mets, Log: log})
+		r.Method(http.MethodPost, review.PathValidate, &review.HTTPHandler{Handler: &review.Handler{Config: store, Events: sink, Metrics: mets}, Endpoint: "validate", Metrics: mets, Log: log})
 	}
 	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Allow", http.MethodPost)
@@ -195,7 +198,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	servers := []*http.Server{srv}
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
-	log.Info("serving admission webhooks", "addr", ln.Addr().String(), "paths", []string{admit.PathMutate, admit.PathValidate})
+	log.Info("serving admission webhooks", "addr", ln.Addr().String(), "paths", []string{review.PathMutate, review.PathValidate})
 
 	if o.HealthAddr != "" {
 		h := chi.NewRouter()
@@ -304,7 +307,7 @@ const (
 
 // eventPoster writes Events about Nodes, naming the node as kubelets do (the UID is the
 // node's name) so that `kubectl describe node` lists them.
-func eventPoster(cs kubernetes.Interface, namespace, pod string) admit.EventPoster {
+func eventPoster(cs kubernetes.Interface, namespace, pod string) events.Poster {
 	return func(ctx context.Context, node string, f admit.Finding) error {
 		now := metav1.Now()
 		typ := corev1.EventTypeNormal

@@ -22,7 +22,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/certs"
-	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/review"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/testnode"
 )
 
@@ -109,11 +109,11 @@ func (r *running) client(mod func(*tls.Config)) *http.Client {
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, MaxIdleConnsPerHost: 16}}
 }
 
-var review = testnode.Review("u1", admissionv1.Create, "", testnode.Realistic("n1", "p4d.24xlarge", 8), nil, "system:node:n1", false)
+var sample = testnode.Review("u1", admissionv1.Create, "", testnode.Realistic("n1", "p4d.24xlarge", 8), nil, "system:node:n1", false)
 
 // post sends a review and checks the answer allows; it returns whether the node was labeled.
 func post(c *http.Client, addr string) (labeled bool, err error) {
-	resp, err := c.Post("https://"+addr+admit.PathMutate, "application/json", bytes.NewReader(review))
+	resp, err := c.Post("https://"+addr+review.PathMutate, "application/json", bytes.NewReader(sample))
 	if err != nil {
 		return false, err
 	}
@@ -141,7 +141,7 @@ func TestServesAndIsReady(t *testing.T) {
 			t.Errorf("%s: %v %v", path, resp, err)
 		}
 	}
-	resp, err := r.client(nil).Get("https://" + r.addr + admit.PathMutate)
+	resp, err := r.client(nil).Get("https://" + r.addr + review.PathMutate)
 	if err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET: %v %v", resp, err)
 	}
@@ -180,7 +180,7 @@ func TestTLSPolicy(t *testing.T) {
 	// HTTP/2 is off by default: a client offering h2 gets HTTP/1.1.
 	c := r.client(func(c *tls.Config) { c.NextProtos = []string{"h2", "http/1.1"} })
 	c.Transport.(*http.Transport).ForceAttemptHTTP2 = true
-	resp, err := c.Post("https://"+r.addr+admit.PathMutate, "application/json", bytes.NewReader(review))
+	resp, err := c.Post("https://"+r.addr+review.PathMutate, "application/json", bytes.NewReader(sample))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func TestTLSPolicy(t *testing.T) {
 	h2 := start(t, "", func(o *Options) { o.EnableHTTP2 = true; o.HealthAddr = "" })
 	c = h2.client(func(c *tls.Config) { c.NextProtos = []string{"h2", "http/1.1"} })
 	c.Transport.(*http.Transport).ForceAttemptHTTP2 = true
-	resp, err = c.Post("https://"+h2.addr+admit.PathMutate, "application/json", bytes.NewReader(review))
+	resp, err = c.Post("https://"+h2.addr+review.PathMutate, "application/json", bytes.NewReader(sample))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -377,7 +377,7 @@ func TestSlowClientIsCutOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	headers := "POST " + admit.PathMutate + " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+	headers := "POST " + review.PathMutate + " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 	cut := make(chan time.Duration, 1)
 	go func() {
 		start := time.Now()

@@ -13,7 +13,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/configsrc"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/report"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/review"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/testnode"
 )
 
@@ -42,13 +44,13 @@ func handlers() (ours, naive http.Handler) {
 	if err != nil {
 		panic(err)
 	}
-	store := &admit.ConfigStore{}
+	store := &configsrc.Store{}
 	store.Set(cfg)
 	scheme := runtime.NewScheme()
 	if err := corev1.AddToScheme(scheme); err != nil {
 		panic(err)
 	}
-	return &admit.ReviewHandler{Handler: &admit.Handler{Config: store, Mutate: true}, Endpoint: "mutate"},
+	return &review.HTTPHandler{Handler: &review.Handler{Config: store, Mutate: true}, Endpoint: "mutate"},
 		admission.WithCustomDefaulter(scheme, &corev1.Node{}, naiveDefaulter{cfg})
 }
 
@@ -64,7 +66,7 @@ func reviews() (create, update []byte) {
 
 // serve runs one review through a handler, as the HTTP server would.
 func serve(h http.Handler, body []byte) *httptest.ResponseRecorder {
-	req := httptest.NewRequest(http.MethodPost, admit.PathMutate, bytes.NewReader(body))
+	req := httptest.NewRequest(http.MethodPost, review.PathMutate, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)

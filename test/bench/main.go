@@ -33,6 +33,7 @@ import (
 	"github.com/gpu-label-webhook/gpu-label-webhook/certs"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/review"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/server"
 	"github.com/gpu-label-webhook/gpu-label-webhook/test/e2e/env"
 )
@@ -167,7 +168,7 @@ func runNull(addr, certDir string, patch bool) error {
 		Addr: addr, CertDir: certDir, TLSMinVersion: tls.VersionTLS12, ConfigFile: filepath.Join(dir, "none.yaml"), ConfigPoll: time.Hour,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Routes: func(r chi.Router) {
-			r.Post(admit.PathMutate, func(w http.ResponseWriter, req *http.Request) {
+			r.Post(review.PathMutate, func(w http.ResponseWriter, req *http.Request) {
 				buf, _ := bufs.Get().(*bytes.Buffer)
 				if buf == nil {
 					buf = new(bytes.Buffer)
@@ -289,7 +290,7 @@ func loadTest(addr string, pool *x509.CertPool, body []byte, conc int, d time.Du
 			local := make([]time.Duration, 0, 4096)
 			for time.Now().Before(end) {
 				start := time.Now()
-				resp, err := c.Post("https://"+addr+admit.PathMutate, "application/json", bytes.NewReader(body))
+				resp, err := c.Post("https://"+addr+review.PathMutate, "application/json", bytes.NewReader(body))
 				if err == nil {
 					_, _ = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()

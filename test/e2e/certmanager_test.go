@@ -27,6 +27,7 @@ import (
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/manifests"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/review"
 	"github.com/gpu-label-webhook/gpu-label-webhook/test/e2e/env"
 )
 
@@ -173,7 +174,7 @@ func TestCertManager(t *testing.T) {
 			t.Fatal(err)
 		}
 		got.Webhooks[0].ClientConfig.Service = nil
-		got.Webhooks[0].ClientConfig.URL = manifests.ClientConfig(admit.PathMutate, served.URL, nil).URL
+		got.Webhooks[0].ClientConfig.URL = manifests.ClientConfig(review.PathMutate, served.URL, nil).URL
 		if _, err := mwcs.Update(ctx, got, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}

@@ -31,6 +31,7 @@ import (
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/manifests"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/review"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/testnode"
 	"github.com/gpu-label-webhook/gpu-label-webhook/test/e2e/env"
 )
@@ -464,7 +465,7 @@ func TestWebhookRequiresTheAPIServersCertificate(t *testing.T) {
 	pool.AppendCertsFromPEM(hook.CA)
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	body := testnode.Review("x", admissionv1.Create, "", testnode.Bare("x", nil), nil, "admin", false)
-	if resp, err := c.Post(hook.URL+admit.PathMutate, "application/json", strings.NewReader(string(body))); err == nil {
+	if resp, err := c.Post(hook.URL+review.PathMutate, "application/json", strings.NewReader(string(body))); err == nil {
 		resp.Body.Close()
 		t.Fatalf("served a client without a certificate: %s", resp.Status)
 	}

@@ -1,21 +1,26 @@
-package admit
+// Package events publishes the webhook's findings about Nodes as Kubernetes Events, off the
+// admission path.
+package events
 
 import (
 	"context"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/metrics"
 )
 
-// EventPoster writes one Event; the server's posts it through the API.
-type EventPoster func(ctx context.Context, node string, f Finding) error
+// Poster writes one Event; the server's posts it through the API.
+type Poster func(ctx context.Context, node string, f admit.Finding) error
 
-// Events publishes findings as Events off the admission path: Emit never blocks; a full queue
+// Publisher publishes findings as Events off the admission path: Emit never blocks; a full queue
 // drops (and counts) the event; one event per node and reason per window at most.
-type Events struct {
-	post    EventPoster
+type Publisher struct {
+	post    Poster
 	window  time.Duration
-	metrics *Metrics
+	metrics *metrics.Metrics
 	queue   chan pendingEvent
 	now     func() time.Time
 
@@ -28,24 +33,24 @@ type Events struct {
 
 type eventKey struct {
 	node   string
-	reason Reason
+	reason admit.Reason
 }
 
 type pendingEvent struct {
 	node string
-	f    Finding
+	f    admit.Finding
 }
 
 // maxTracked bounds the rate limiter's memory; past it, entries older than the window go.
 const maxTracked = 50000
 
-// NewEvents makes an event publisher with a queue of size queueLen.
-func NewEvents(post EventPoster, window time.Duration, queueLen int, m *Metrics) *Events {
-	return &Events{post: post, window: window, metrics: m, queue: make(chan pendingEvent, queueLen), now: time.Now, last: map[eventKey]time.Time{}}
+// New makes an event publisher with a queue of size queueLen.
+func New(post Poster, window time.Duration, queueLen int, m *metrics.Metrics) *Publisher {
+	return &Publisher{post: post, window: window, metrics: m, queue: make(chan pendingEvent, queueLen), now: time.Now, last: map[eventKey]time.Time{}}
 }
 
 // Emit queues an event unless one with the same node and reason went out within the window.
-func (e *Events) Emit(node string, f Finding) {
+func (e *Publisher) Emit(node string, f admit.Finding) {
 	now := e.now()
 	k := eventKey{node, f.Reason}
 	e.mu.Lock()
@@ -71,7 +76,7 @@ func (e *Events) Emit(node string, f Finding) {
 }
 
 // Run posts queued events until ctx ends.
-func (e *Events) Run(ctx context.Context) {
+func (e *Publisher) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():

@@ -1,4 +1,4 @@
-package admit
+package review
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/configsrc"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/testnode"
 )
 
@@ -19,12 +21,12 @@ func FuzzReview(f *testing.F) {
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x","kind":{"kind":"Node"},"resource":{"resource":"nodes"},"operation":"UPDATE","object":{"metadata":{"labels":{"skypilot.co/accelerator":"A100"}},"status":{"capacity":{"nvidia.com/gpu":"1e9"}}}}}`))
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x","object":[]}}`))
 	f.Add([]byte(`null`))
-	store := &ConfigStore{}
-	cfg, _ := ParseConfig(map[string]string{KeyAutoLabel: "true", KeyOverwrite: "true"})
+	store := &configsrc.Store{}
+	cfg, _ := admit.ParseConfig(map[string]string{admit.KeyAutoLabel: "true", admit.KeyOverwrite: "true"})
 	store.Set(cfg)
 	handlers := []http.Handler{
-		&ReviewHandler{Handler: &Handler{Config: store, Mutate: true}},
-		&ReviewHandler{Handler: &Handler{Config: store}},
+		&HTTPHandler{Handler: &Handler{Config: store, Mutate: true}},
+		&HTTPHandler{Handler: &Handler{Config: store}},
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, h := range handlers {

@@ -1,4 +1,7 @@
-package admit
+// Package review is the webhook's wire: it reads AdmissionReviews of Nodes over HTTP, asks
+// admit for the decision, and writes the response, the warnings, the label patch, the Events
+// and the metrics that go with it. It never denies a write.
+package review
 
 import (
 	"encoding/base64"
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/metrics"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -21,27 +25,27 @@ import (
 // review of an UPDATE carries two of them.
 const MaxBodyBytes = 7 << 20
 
-// ReviewHandler serves the AdmissionReview protocol over HTTP for an admission.Handler.
+// HTTPHandler serves the AdmissionReview protocol over HTTP for an admission.Handler.
 //
 // It stands in for controller-runtime's admission.Webhook.ServeHTTP, which answers a
 // malformed review with HTTP 200 and allowed: false: on Nodes that would deny a kubelet's
 // write. This one answers bad input with an HTTP 4xx error, which the apiserver treats as a
 // webhook failure and, under failurePolicy: Ignore, lets the write through; and it never
 // sends allowed: false.
-type ReviewHandler struct {
+type HTTPHandler struct {
 	Handler  *Handler
 	Endpoint string
-	Metrics  *Metrics     // optional
-	Log      *slog.Logger // optional
-	MaxBytes int64        // 0 means MaxBodyBytes
+	Metrics  *metrics.Metrics // optional
+	Log      *slog.Logger     // optional
+	MaxBytes int64            // 0 means MaxBodyBytes
 }
 
-func (rh *ReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (rh *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	status, err := rh.serve(w, r)
-	rh.Metrics.latency(rh.Endpoint, time.Since(start))
+	rh.Metrics.ObserveLatency(rh.Endpoint, time.Since(start))
 	if err != nil {
-		rh.Metrics.request(rh.Endpoint, "", OutcomeError)
+		rh.Metrics.Request(rh.Endpoint, "", OutcomeError)
 		if rh.Log != nil {
 			rh.Log.Warn("bad admission request", "endpoint", rh.Endpoint, "status", status, "remote", r.RemoteAddr, "err", err)
 		}
@@ -49,7 +53,7 @@ func (rh *ReviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (rh *ReviewHandler) serve(w http.ResponseWriter, r *http.Request) (int, error) {
+func (rh *HTTPHandler) serve(w http.ResponseWriter, r *http.Request) (int, error) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed: an AdmissionReview is sent with POST", r.Method)

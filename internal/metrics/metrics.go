@@ -1,4 +1,5 @@
-package admit
+// Package metrics holds the webhook's Prometheus metrics.
+package metrics
 
 import (
 	"time"
@@ -16,8 +17,8 @@ type Metrics struct {
 	Events        *prometheus.CounterVec
 }
 
-// NewMetrics creates the metrics and registers them with reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+// New creates the metrics and registers them with reg.
+func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gpu_label_webhook_requests_total",
@@ -49,21 +50,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) request(endpoint, op, outcome string) {
+// Request counts an admission request by endpoint, operation and outcome.
+func (m *Metrics) Request(endpoint, op, outcome string) {
 	if m != nil {
 		m.Requests.WithLabelValues(endpoint, op, outcome).Inc()
 	}
 }
 
-func (m *Metrics) latency(endpoint string, d time.Duration) {
+// ObserveLatency records the time one request took.
+func (m *Metrics) ObserveLatency(endpoint string, d time.Duration) {
 	if m != nil {
 		m.Latency.WithLabelValues(endpoint).Observe(d.Seconds())
 	}
 }
 
-func (m *Metrics) finding(r Reason) {
+// Finding counts a finding about a node by its reason.
+func (m *Metrics) Finding(reason string) {
 	if m != nil {
-		m.Findings.WithLabelValues(string(r)).Inc()
+		m.Findings.WithLabelValues(reason).Inc()
 	}
 }
 

@@ -1,4 +1,4 @@
-package admit
+package review
 
 import (
 	"context"
@@ -6,14 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 
 	"github.com/go-json-experiment/json/jsontext"
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/metrics"
 )
 
 // Paths the two webhooks are served on.
@@ -30,51 +31,24 @@ const (
 	OutcomeError   = "error"
 )
 
-// ConfigStore holds the config in force. A bad config never replaces a good one: it is kept
-// as an error to report until a good one arrives.
-type ConfigStore struct {
-	p atomic.Pointer[configState]
-}
-
-type configState struct {
-	cfg *Config
-	err error
-}
-
-// Load returns the config in force (the defaults until one is set) and the error of the last
-// config that was rejected, if it is newer than the one in force.
-func (s *ConfigStore) Load() (*Config, error) {
-	if st := s.p.Load(); st != nil {
-		return st.cfg, st.err
-	}
-	return DefaultConfig(), nil
-}
-
-// Ready says a config, good or bad, has been read at least once.
-func (s *ConfigStore) Ready() bool { return s.p.Load() != nil }
-
-// Set puts a good config in force.
-func (s *ConfigStore) Set(cfg *Config) { s.p.Store(&configState{cfg: cfg}) }
-
-// Reject records a bad config; the last good one stays in force.
-func (s *ConfigStore) Reject(err error) {
-	cfg, _ := s.Load()
-	s.p.Store(&configState{cfg: cfg, err: err})
+// ConfigSource gives the config in force, and the error of a newer config that was rejected.
+type ConfigSource interface {
+	Load() (*admit.Config, error)
 }
 
 // EventSink receives what the webhook has to say about a node, to publish as an Event.
 // It must not block.
 type EventSink interface {
-	Emit(node string, f Finding)
+	Emit(node string, f admit.Finding)
 }
 
 // Handler answers Node admission requests. With Mutate it labels nodes when the config opts
 // in; without it is the warn-only audit webhook. It always allows.
 type Handler struct {
-	Config  *ConfigStore
+	Config  ConfigSource
 	Mutate  bool
-	Events  EventSink // optional
-	Metrics *Metrics  // optional
+	Events  EventSink        // optional
+	Metrics *metrics.Metrics // optional
 }
 
 var _ admission.Handler = (*Handler)(nil)
@@ -93,7 +67,7 @@ type nodeFields struct {
 }
 
 // Handle implements admission.Handler, for callers that hold a decoded admission.Request.
-// The HTTP path (ReviewHandler) decodes the object straight into the fields it needs instead.
+// The HTTP path (HTTPHandler) decodes the object straight into the fields it needs instead.
 func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Response {
 	var n nodeFields
 	var nodeErr error
@@ -121,7 +95,7 @@ var errNoObject = errors.New("the request carries no object")
 // not be read.
 func (h *Handler) review(req *reviewRequest, n *nodeFields, nodeErr error) (admission.Response, string) {
 	resp, outcome := h.decide(req, n, nodeErr)
-	h.Metrics.request(h.endpoint(), string(req.Operation), outcome)
+	h.Metrics.Request(h.endpoint(), string(req.Operation), outcome)
 	return resp, outcome
 }
 
@@ -129,7 +103,7 @@ func (h *Handler) decide(req *reviewRequest, n *nodeFields, nodeErr error) (admi
 	resp := admission.Allowed("")
 	cfg, cfgErr := h.Config.Load()
 	if cfgErr != nil {
-		resp.Warnings = append(resp.Warnings, truncate(fmt.Sprintf("gpu-label-webhook: config %s is invalid, the last good config stays in force: %v", cfg.Origin, cfgErr), maxWarning))
+		resp.Warnings = append(resp.Warnings, admit.Warning("gpu-label-webhook: config %s is invalid, the last good config stays in force: %v", cfg.Origin, cfgErr))
 	}
 	if req.Kind.Kind != "Node" || req.Resource.Resource != "nodes" {
 		resp.Warnings = append(resp.Warnings, fmt.Sprintf("gpu-label-webhook: ignored a %s %s; it only reads Nodes", req.Kind.Kind, req.Resource.Resource))
@@ -143,29 +117,29 @@ func (h *Handler) decide(req *reviewRequest, n *nodeFields, nodeErr error) (admi
 		return resp, OutcomeError
 	}
 	if nodeErr != nil {
-		resp.Warnings = append(resp.Warnings, truncate("gpu-label-webhook: could not read the node, left unchanged: "+nodeErr.Error(), maxWarning))
+		resp.Warnings = append(resp.Warnings, admit.Warning("gpu-label-webhook: could not read the node, left unchanged: %v", nodeErr))
 		return resp, OutcomeError
 	}
 	name := n.Metadata.Name
 	if name == "" {
 		name = req.Name
 	}
-	d := Decide(cfg, name, gpuinfo.Node{Labels: n.Metadata.Labels, Capacity: n.Status.Capacity, Allocatable: n.Status.Allocatable}, h.Mutate)
+	d := admit.Decide(cfg, name, gpuinfo.Node{Labels: n.Metadata.Labels, Capacity: n.Status.Capacity, Allocatable: n.Status.Allocatable}, h.Mutate)
 	resp.Warnings = append(resp.Warnings, d.Warnings()...)
-	if d.Action == ActionLabel {
+	if d.Action == admit.ActionLabel {
 		resp.Patch = labelPatch(cfg.LabelKey, d.Value, n.Metadata.Labels != nil, d.Replace)
 		resp.PatchType = &jsonPatchType
 	}
 	for _, f := range d.Findings {
-		h.Metrics.finding(f.Reason)
+		h.Metrics.Finding(string(f.Reason))
 		if h.Events != nil && cfg.Events && (req.DryRun == nil || !*req.DryRun) {
 			h.Events.Emit(name, f)
 		}
 	}
 	switch d.Action {
-	case ActionLabel:
+	case admit.ActionLabel:
 		return resp, OutcomeLabeled
-	case ActionWarn:
+	case admit.ActionWarn:
 		return resp, OutcomeWarned
 	}
 	return resp, OutcomeNone

@@ -1,4 +1,4 @@
-package admit
+package review
 
 import (
 	"bytes"
@@ -20,6 +20,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/configsrc"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/testnode"
 )
 
@@ -28,7 +30,7 @@ type recordedEvents struct {
 	got []string
 }
 
-func (r *recordedEvents) Emit(node string, f Finding) {
+func (r *recordedEvents) Emit(node string, f admit.Finding) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.got = append(r.got, node+":"+string(f.Reason))
@@ -37,12 +39,12 @@ func (r *recordedEvents) Emit(node string, f Finding) {
 // serve starts the two webhooks over HTTPS, as the server mounts them.
 func serve(t *testing.T, cfg map[string]string) (*httptest.Server, *recordedEvents) {
 	t.Helper()
-	store := &ConfigStore{}
+	store := &configsrc.Store{}
 	store.Set(mustConfig(t, cfg))
 	ev := &recordedEvents{}
 	mux := http.NewServeMux()
-	mux.Handle(PathMutate, &ReviewHandler{Handler: &Handler{Config: store, Mutate: true, Events: ev}, Endpoint: "mutate"})
-	mux.Handle(PathValidate, &ReviewHandler{Handler: &Handler{Config: store, Events: ev}, Endpoint: "validate"})
+	mux.Handle(PathMutate, &HTTPHandler{Handler: &Handler{Config: store, Mutate: true, Events: ev}, Endpoint: "mutate"})
+	mux.Handle(PathValidate, &HTTPHandler{Handler: &Handler{Config: store, Events: ev}, Endpoint: "validate"})
 	srv := httptest.NewTLSServer(mux)
 	t.Cleanup(srv.Close)
 	return srv, ev
@@ -105,7 +107,7 @@ func TestHandlerOverHTTPS(t *testing.T) {
 	p4d := testnode.Realistic("ip-10-0-12-34.ec2.internal", "p4d.24xlarge", 0)
 	p4dStatus := testnode.Realistic("ip-10-0-12-34.ec2.internal", "p4d.24xlarge", 8)
 	wrong := testnode.Realistic("wrong", "p4d.24xlarge", 8)
-	wrong.Labels[DefaultLabelKey] = "v100"
+	wrong.Labels[admit.DefaultLabelKey] = "v100"
 	cpu := testnode.Realistic("cpu", "m5.large", 0)
 
 	tests := map[string]struct {
@@ -122,43 +124,43 @@ func TestHandlerOverHTTPS(t *testing.T) {
 			warnings: true, events: []string{p4d.Name + ":AcceleratorLabelMissing", p4d.Name + ":AcceleratorLabelMissing"},
 		},
 		"kubelet CREATE, opted in: labeled": {
-			cfg: map[string]string{KeyAutoLabel: "true"}, path: PathMutate, body: testnode.Review("u2", admissionv1.Create, "", p4d, nil, kubelet, false), node: p4d,
+			cfg: map[string]string{admit.KeyAutoLabel: "true"}, path: PathMutate, body: testnode.Review("u2", admissionv1.Create, "", p4d, nil, kubelet, false), node: p4d,
 			wantLabel: "a100", events: []string{p4d.Name + ":AcceleratorLabeled"},
 		},
 		"kubelet status UPDATE, opted in: labeled": {
-			cfg: map[string]string{KeyAutoLabel: "true"}, path: PathMutate, body: testnode.Review("u3", admissionv1.Update, "status", p4dStatus, p4d, kubelet, false), node: p4dStatus,
+			cfg: map[string]string{admit.KeyAutoLabel: "true"}, path: PathMutate, body: testnode.Review("u3", admissionv1.Update, "status", p4dStatus, p4d, kubelet, false), node: p4dStatus,
 			wantLabel: "a100", events: []string{p4dStatus.Name + ":AcceleratorLabeled"},
 		},
 		"node with empty labels map gets the key added": {
-			cfg: map[string]string{KeyAutoLabel: "true", KeyInstanceTypes: "x: H100"}, path: PathMutate, body: testnode.Review("u4", admissionv1.Update, "status", withIT(bare, "x"), bare, kubelet, false), node: withIT(bare, "x"),
+			cfg: map[string]string{admit.KeyAutoLabel: "true", admit.KeyInstanceTypes: "x: H100"}, path: PathMutate, body: testnode.Review("u4", admissionv1.Update, "status", withIT(bare, "x"), bare, kubelet, false), node: withIT(bare, "x"),
 			wantLabel: "h100", events: []string{"bare:AcceleratorLabeled"},
 		},
 		"node with GPUs and no labels at all: model unknown, warned": {
-			cfg: map[string]string{KeyAutoLabel: "true"}, path: PathMutate, body: testnode.Review("u5", admissionv1.Create, "", noLabels, nil, kubelet, false), node: noLabels,
+			cfg: map[string]string{admit.KeyAutoLabel: "true"}, path: PathMutate, body: testnode.Review("u5", admissionv1.Create, "", noLabels, nil, kubelet, false), node: noLabels,
 			warnings: true, events: []string{"no-labels:AcceleratorModelUnknown"},
 		},
 		"GFD label arriving on an UPDATE from kubectl": {
-			cfg: map[string]string{KeyAutoLabel: "true"}, path: PathMutate, body: testnode.Review("u6", admissionv1.Update, "", gfd, testnode.Bare("gfd", nil), "admin", false), node: gfd,
+			cfg: map[string]string{admit.KeyAutoLabel: "true"}, path: PathMutate, body: testnode.Review("u6", admissionv1.Update, "", gfd, testnode.Bare("gfd", nil), "admin", false), node: gfd,
 			wantLabel: "h100", events: []string{"gfd:AcceleratorLabeled"},
 		},
 		"dry-run: labeled in the response, no event": {
-			cfg: map[string]string{KeyAutoLabel: "true"}, path: PathMutate, body: testnode.Review("u7", admissionv1.Create, "", p4d, nil, "admin", true), node: p4d,
+			cfg: map[string]string{admit.KeyAutoLabel: "true"}, path: PathMutate, body: testnode.Review("u7", admissionv1.Create, "", p4d, nil, "admin", true), node: p4d,
 			wantLabel: "a100",
 		},
 		"audit endpoint never patches": {
-			cfg: map[string]string{KeyAutoLabel: "true", KeyOverwrite: "true"}, path: PathValidate, body: testnode.Review("u8", admissionv1.Update, "", wrong, wrong, "admin", false), node: wrong,
+			cfg: map[string]string{admit.KeyAutoLabel: "true", admit.KeyOverwrite: "true"}, path: PathValidate, body: testnode.Review("u8", admissionv1.Update, "", wrong, wrong, "admin", false), node: wrong,
 			wantLabel: "v100", warnings: true, events: []string{"wrong:AcceleratorLabelMismatch"},
 		},
 		"wrong label corrected with overwrite": {
-			cfg: map[string]string{KeyAutoLabel: "true", KeyOverwrite: "true"}, path: PathMutate, body: testnode.Review("u9", admissionv1.Update, "", wrong, wrong, "admin", false), node: wrong,
+			cfg: map[string]string{admit.KeyAutoLabel: "true", admit.KeyOverwrite: "true"}, path: PathMutate, body: testnode.Review("u9", admissionv1.Update, "", wrong, wrong, "admin", false), node: wrong,
 			wantLabel: "a100", events: []string{"wrong:AcceleratorLabeled"},
 		},
 		"events off": {
-			cfg: map[string]string{KeyEvents: "false"}, path: PathMutate, body: testnode.Review("u10", admissionv1.Create, "", p4d, nil, kubelet, false), node: p4d,
+			cfg: map[string]string{admit.KeyEvents: "false"}, path: PathMutate, body: testnode.Review("u10", admissionv1.Create, "", p4d, nil, kubelet, false), node: p4d,
 			warnings: true,
 		},
 		"CPU node: nothing at all": {
-			cfg: map[string]string{KeyAutoLabel: "true"}, path: PathMutate, body: testnode.Review("u11", admissionv1.Create, "", cpu, nil, kubelet, false), node: cpu,
+			cfg: map[string]string{admit.KeyAutoLabel: "true"}, path: PathMutate, body: testnode.Review("u11", admissionv1.Create, "", cpu, nil, kubelet, false), node: cpu,
 		},
 	}
 	for name, tc := range tests {
@@ -174,11 +176,11 @@ func TestHandlerOverHTTPS(t *testing.T) {
 				t.Errorf("uid %q, want %q", review.Response.UID, sent.Request.UID)
 			}
 			got := applied(t, tc.node, review.Response)
-			if v, ok := got.Labels[DefaultLabelKey]; v != tc.wantLabel || ok != (tc.wantLabel != "") {
+			if v, ok := got.Labels[admit.DefaultLabelKey]; v != tc.wantLabel || ok != (tc.wantLabel != "") {
 				t.Errorf("label = %q (present %v), want %q", v, ok, tc.wantLabel)
 			}
 			for k, v := range tc.node.Labels {
-				if k != DefaultLabelKey && got.Labels[k] != v {
+				if k != admit.DefaultLabelKey && got.Labels[k] != v {
 					t.Errorf("label %s changed", k)
 				}
 			}
@@ -202,8 +204,8 @@ func withIT(n *corev1.Node, it string) *corev1.Node {
 func TestLabelPatchCreatesLabels(t *testing.T) {
 	node := testnode.Bare("x", nil)
 	node.Labels = nil
-	resp := &admissionv1.AdmissionResponse{Patch: labelPatch(DefaultLabelKey, "a100", false, false), PatchType: ptr.To(admissionv1.PatchTypeJSONPatch)}
-	if got := applied(t, node, resp); got.Labels[DefaultLabelKey] != "a100" {
+	resp := &admissionv1.AdmissionResponse{Patch: labelPatch(admit.DefaultLabelKey, "a100", false, false), PatchType: ptr.To(admissionv1.PatchTypeJSONPatch)}
+	if got := applied(t, node, resp); got.Labels[admit.DefaultLabelKey] != "a100" {
 		t.Errorf("labels %v", got.Labels)
 	}
 	if esc := escapeJSONPointer("a~b/c"); esc != "a~0b~1c" {
@@ -214,7 +216,7 @@ func TestLabelPatchCreatesLabels(t *testing.T) {
 // Every malformed request gets a clear answer: an HTTP 4xx error the apiserver ignores under
 // failurePolicy: Ignore, or an allowing review with a warning. Never allowed: false.
 func TestMalformedRequests(t *testing.T) {
-	srv, _ := serve(t, map[string]string{KeyAutoLabel: "true"})
+	srv, _ := serve(t, map[string]string{admit.KeyAutoLabel: "true"})
 	valid := string(testnode.Review("u1", admissionv1.Create, "", testnode.Realistic("n", "p4d.24xlarge", 8), nil, "admin", false))
 	swap := func(old, new string) string { return strings.Replace(valid, old, new, 1) }
 	deep := strings.Repeat(`{"a":`, 20000) + "1" + strings.Repeat("}", 20000)
@@ -287,8 +289,8 @@ func TestMalformedRequests(t *testing.T) {
 // Handle serves callers that hold a decoded admission.Request (controller-runtime's own
 // webhook server, for one): it decides exactly as the HTTP path does.
 func TestHandleAsAdmissionHandler(t *testing.T) {
-	store := &ConfigStore{}
-	store.Set(mustConfig(t, map[string]string{KeyAutoLabel: "true"}))
+	store := &configsrc.Store{}
+	store.Set(mustConfig(t, map[string]string{admit.KeyAutoLabel: "true"}))
 	h := &Handler{Config: store, Mutate: true}
 	var review admissionv1.AdmissionReview
 	if err := json.Unmarshal(testnode.Review("u", admissionv1.Create, "", testnode.Realistic("n", "p4d.24xlarge", 8), nil, "admin", false), &review); err != nil {
@@ -329,4 +331,13 @@ func TestResponseEncoding(t *testing.T) {
 	if err := json.Unmarshal(appendReview(nil, "u", nil, nil), &bare); err != nil || bare.Response.Patch != nil || bare.Response.Warnings != nil || !bare.Response.Allowed {
 		t.Errorf("bare response: %+v %v", bare.Response, err)
 	}
+}
+
+func mustConfig(t *testing.T, data map[string]string) *admit.Config {
+	t.Helper()
+	cfg, err := admit.ParseConfig(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
