@@ -17,6 +17,7 @@ const (
 	readName         reader = "name"
 	readCloud        reader = "cloud"
 	readInstanceType reader = "instance-type"
+	readTypeName     reader = "instance-type-name"
 	readPCIID        reader = "pci-id"
 	readPCIKey       reader = "pci-key"
 	readNFDPCI       reader = "nfd-pci"
@@ -24,7 +25,7 @@ const (
 	readPresent      reader = "present"
 )
 
-var readers = []reader{readNVML, readProduct, readName, readCloud, readInstanceType, readPCIID, readPCIKey, readNFDPCI, readIntelPCIKey, readPresent}
+var readers = []reader{readNVML, readProduct, readName, readCloud, readInstanceType, readTypeName, readPCIID, readPCIKey, readNFDPCI, readIntelPCIKey, readPresent}
 
 // Convention is one row of labels.tsv: a label another tool sets and how to read it.
 type Convention struct {
@@ -89,8 +90,8 @@ func (kb *KB) parseConventions(data []byte) ([]*Convention, error) {
 			}
 		}
 		for _, prev := range out {
-			if prev.Key == c.Key {
-				return fmt.Errorf("key %q listed twice", c.Key)
+			if prev.Key == c.Key && prev.read == c.read {
+				return fmt.Errorf("key %q listed twice for reader %s", c.Key, c.read)
 			}
 		}
 		out = append(out, c)

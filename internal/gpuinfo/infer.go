@@ -245,6 +245,9 @@ func (kb *KB) read(in *Inference, c *Convention, key, value string, l map[string
 		if in.ExpectedCount == 0 {
 			in.ExpectedCount = it.ExpectedCount()
 		}
+	case readTypeName:
+		m, shows = kb.readTypeName(in, value)
+		names = false
 	case readPCIID:
 		m, shows = kb.pciGPU("", c.Arg, value)
 	case readPCIKey:

@@ -77,6 +77,8 @@ type KB struct {
 	byAlias       map[string]*Model
 	variants      map[string][]*Model // base model name -> base and its memory variants
 	instanceTypes map[string]*InstanceType
+	typeNames     nameIndex                // compact model spellings, for reading instance-type names
+	families      map[*Model][]*Model      // the models a name that spells a model may stand for
 	overrides     map[string]*InstanceType // from the user's config; win over instanceTypes
 	conventions   []*Convention            // in order of trust
 	pci           map[string]*PCIDevice    // vendor+device -> device
@@ -176,6 +178,7 @@ func Parse(t Tables) (*KB, error) {
 			kb.variants[base] = append(kb.variants[base], m)
 		}
 	}
+	kb.indexTypeNames()
 	err = eachRow(t.InstanceTypes, 6, func(line int, f []string) error {
 		it, err := kb.newInstanceType(f[0], f[1], f[2], f[3], f[4], f[5])
 		if err != nil {
