@@ -1,6 +1,7 @@
 package gpuinfo
 
 import (
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -83,6 +84,17 @@ func (kb *KB) family(m *Model) []*Model {
 		}
 		out = append(out, o)
 	}
+	return out
+}
+
+// TypeNameSpellings are the compact spellings (lower case, letters and digits) the name
+// reader finds models by: every name it reads as a model's contains one of them.
+func (kb *KB) TypeNameSpellings() []string {
+	out := make([]string, 0, len(kb.typeNames))
+	for k := range kb.typeNames {
+		out = append(out, k)
+	}
+	sort.Strings(out)
 	return out
 }
 

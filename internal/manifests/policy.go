@@ -151,6 +151,18 @@ func sourceExpression(kb *gpuinfo.KB, c *gpuinfo.Convention) (input string, read
 			return guard(fmt.Sprintf("'instanceTypes' in variables.data && variables.data['instanceTypes'].lowerAscii().contains(%s) ? %s : %s in variables.instanceTypes ? variables.instanceTypes[%s] : ''",
 				lower, quote(stop), lower, lower))
 		}
+	case "instance-type-name":
+		// A type no table lists may spell its GPU (gpuinfo's names.go), which CEL does not
+		// read: where the name holds any model's spelling it cannot tell. An ml. name of a
+		// listed EC2 type is that type.
+		rest := lower + ".substring(3)"
+		spelled := fmt.Sprintf("%s.findAll('[a-z0-9]+').join('').matches(%s)", lower, quote(strings.Join(kb.TypeNameSpellings(), "|")))
+		return "", func(string) string {
+			return guard(fmt.Sprintf("%s in variables.instanceTypes || ('instanceTypes' in variables.data && variables.data['instanceTypes'].lowerAscii().contains(%s)) ? '' : "+
+				"%s.startsWith('ml.') && 'instanceTypes' in variables.data && variables.data['instanceTypes'].lowerAscii().contains(%s) ? %s : "+
+				"%s.startsWith('ml.') && %s in variables.instanceTypes ? variables.instanceTypes[%s] : %s ? %s : ''",
+				lower, lower, lower, rest, quote(stop), lower, rest, rest, spelled, quote(stop)))
+		}
 	case "pci-id":
 		id := fmt.Sprintf("(%s.startsWith('0x') ? %s.substring(2) : %s)", lower, lower, lower)
 		return "", func(string) string {

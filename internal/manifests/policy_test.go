@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/cel-go/cel"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/apiserver/pkg/cel/environment"
 	"sigs.k8s.io/yaml"
@@ -145,6 +146,33 @@ func policyNodes(t *testing.T) []corev1.Node {
 	for _, d := range kb.PCIDevices() {
 		add(map[string]string{"amd.com/gpu.device-id": d.Device, gpuinfo.LabelInstanceType: "g4dn.xlarge"})
 		add(map[string]string{"feature.node.kubernetes.io/pci-0302_" + d.Vendor + "_" + d.Device + ".present": "true", gpuinfo.LabelInstanceType: "p5.48xlarge"})
+	}
+	// Types no table lists, which the instance-type-name reader reads, on nodes whose device
+	// plugin reports GPUs: every row's name with a suffix, the ml. name of every EC2 row, a
+	// name beside each GFD product, and a sample of the CPU types of each cloud.
+	withGPUs := func(labels map[string]string) {
+		add(labels)
+		nodes[len(nodes)-1].Status.Capacity = corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("8")}
+	}
+	for _, it := range kb.InstanceTypes() {
+		withGPUs(map[string]string{gpuinfo.LabelInstanceType: it.Name + "-next"})
+		if it.Cloud == "aws" {
+			withGPUs(map[string]string{gpuinfo.LabelInstanceTypeBeta: "ml." + it.Name})
+		}
+	}
+	for _, m := range kb.Models() {
+		for _, set := range m.Match() {
+			withGPUs(map[string]string{gpuinfo.LabelGFDProduct: "NVIDIA-H100-80GB-HBM3", gpuinfo.LabelInstanceType: "gpu-" + strings.Join(set, "-") + "x8"})
+		}
+	}
+	b, err = os.ReadFile(filepath.Join("..", "gpuinfo", "testdata", "cpu-instance-types.tsv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, line := range strings.Split(string(b), "\n") {
+		if f := strings.Split(line, "\t"); len(f) == 3 && !strings.HasPrefix(line, "#") && i%10 == 0 {
+			withGPUs(map[string]string{gpuinfo.LabelInstanceType: f[1]})
+		}
 	}
 	add(map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge", "skypilot.co/accelerator": "A100"})
 	add(map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge", "skypilot.co/accelerator": "h100"})
