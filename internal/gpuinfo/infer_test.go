@@ -415,6 +415,8 @@ func FuzzInfer(f *testing.F) {
 	f.Add(LabelKarpenterGPUName, "a100", "amd.com/gpu", "1", "Standard_ND96isr_H100_v5")
 	f.Add(LabelGKEAccelerator, "nvidia-tesla-", "nvidia.com/mig-1g.5gb", "-3", "")
 	f.Add(LabelCoreWeaveClass, "\x00\xff", "google.com/tpu", "1e3", "x")
+	f.Add(LabelGFDPresent, "true", "nvidia.com/gpu", "8", "gpu_8x_a100_80gb_sxm4-next")
+	f.Add(LabelInstanceTypeBeta, "ml.p5.48xlarge", "amd.com/gpu", "8", "24x120x1l40s.8x.h100x1")
 	kb := Default()
 	f.Fuzz(func(t *testing.T, key, value, res, qty, instanceType string) {
 		n := Node{Labels: map[string]string{key: value, LabelInstanceType: instanceType}}

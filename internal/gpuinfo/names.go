@@ -60,26 +60,33 @@ func (kb *KB) indexTypeNames() {
 		}
 	}
 	kb.families = map[*Model][]*Model{}
-	for _, m := range kb.models {
-		kb.families[m] = kb.family(m)
+	compacts, values := make([]string, len(kb.models)), make([]string, len(kb.models))
+	for i, m := range kb.models {
+		compacts[i], values[i] = compact(m.Name), m.LabelValue()
+	}
+	for i, m := range kb.models {
+		kb.families[m] = kb.family(i, compacts, values)
 	}
 }
 
-// family is the models a name that spells m may stand for: m, the models whose name adds a
-// '-' suffix to m's (A100-80GB, H100-NVL) or letters only (L40S, T4g, A10G, MI250X), less
-// the ones that refine m with the same memory (H100-MEGA: a platform, not another GPU).
-func (kb *KB) family(m *Model) []*Model {
+// family is the models a name that spells models[i] may stand for: the model, the models
+// whose name adds a '-' suffix to its name (A100-80GB, H100-NVL) or letters only (L40S, T4g,
+// A10G, MI250X), less those that refine it with the same memory (H100-MEGA is a platform,
+// not another GPU).
+func (kb *KB) family(i int, compacts, values []string) []*Model {
+	m := kb.models[i]
 	out := []*Model{m}
-	base, cm := m.LabelValue(), compact(m.Name)
-	for _, o := range kb.models {
-		if o == m || o.Kind != m.Kind || o.Vendor != m.Vendor {
+	base := values[i] + "-"
+	for j, o := range kb.models {
+		if j == i || o.Kind != m.Kind || o.Vendor != m.Vendor {
 			continue
 		}
-		extends := strings.HasPrefix(o.LabelValue(), base+"-")
-		if rest, ok := strings.CutPrefix(compact(o.Name), cm); ok && rest != "" && strings.Trim(rest, "abcdefghijklmnopqrstuvwxyz") == "" {
-			extends = true
+		rest, ok := strings.CutPrefix(compacts[j], compacts[i])
+		letters := ok && rest != "" && strings.Trim(rest, "abcdefghijklmnopqrstuvwxyz") == ""
+		if !letters && !strings.HasPrefix(values[j], base) {
+			continue
 		}
-		if !extends || (o.Refines == m.Name && memoryClose(o.MemoryMiB, m.MemoryMiB)) {
+		if o.Refines == m.Name && memoryClose(o.MemoryMiB, m.MemoryMiB) {
 			continue
 		}
 		out = append(out, o)
@@ -119,24 +126,22 @@ func (kb *KB) ReadInstanceTypeName(name string) NameReading {
 			return NameReading{} // two models in one name: read neither
 		}
 	}
+	// the count forms must agree: -1 marks two that do not
 	count := int64(0)
-	for _, sp := range spans {
-		if sp.count > 0 {
-			if count != 0 && count != sp.count {
-				count = -1
-			} else if count == 0 {
-				count = sp.count
-			}
+	agree := func(n int64) {
+		switch {
+		case n <= 0 || count == n:
+		case count == 0:
+			count = n
+		default:
+			count = -1
 		}
 	}
+	for _, sp := range spans {
+		agree(sp.count)
+	}
 	for _, t := range toks {
-		if n := countToken(t); n > 0 {
-			if count != 0 && count != n {
-				count = -1
-			} else if count == 0 {
-				count = n
-			}
-		}
+		agree(countToken(t))
 	}
 	mem := statedMemory(toks, spans[0].end)
 	if !(count != 0 || mem > 0 || gpuMarker(toks)) {
