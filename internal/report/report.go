@@ -3,6 +3,7 @@
 package report
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -115,19 +116,21 @@ func (r *Node) Status() string {
 func Write(w io.Writer, format string, nodes []Node) error {
 	switch format {
 	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if nodes == nil {
-			nodes = []Node{}
-		}
-		return enc.Encode(nodes)
-	case "yaml":
-		b, err := yaml.Marshal(nodes)
-		if err != nil {
+		bw := bufio.NewWriter(w)
+		if err := jsonList(bw, nodes, ""); err != nil {
 			return err
 		}
-		_, err = w.Write(b)
-		return err
+		bw.WriteString("\n")
+		return bw.Flush()
+	case "yaml":
+		bw := bufio.NewWriter(w)
+		if len(nodes) == 0 {
+			bw.WriteString("[]\n")
+		}
+		if err := yamlList(bw, nodes); err != nil {
+			return err
+		}
+		return bw.Flush()
 	case "table", "":
 		tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 		fmt.Fprintln(tw, "NODE\tINSTANCE-TYPE\tGPUS\tINFERRED\tFROM\tLABEL\tSTATUS")
@@ -156,6 +159,43 @@ func Write(w io.Writer, format string, nodes []Node) error {
 		return nil
 	}
 	return fmt.Errorf("unknown output format %q: want table, json or yaml", format)
+}
+
+// jsonList writes nodes as the indented JSON array json.Encoder writes, one record at a time,
+// so a fleet's output is never one buffer; prefix is the array's own indentation.
+func jsonList(w *bufio.Writer, nodes []Node, prefix string) error {
+	if len(nodes) == 0 {
+		w.WriteString("[]")
+		return nil
+	}
+	w.WriteString("[\n")
+	for i := range nodes {
+		b, err := json.MarshalIndent(&nodes[i], prefix+"  ", "  ")
+		if err != nil {
+			return err
+		}
+		w.WriteString(prefix + "  ")
+		w.Write(b)
+		if i < len(nodes)-1 {
+			w.WriteString(",")
+		}
+		w.WriteString("\n")
+	}
+	w.WriteString(prefix + "]")
+	return nil
+}
+
+// yamlList writes nodes as the items of a YAML sequence, one record at a time; each is written
+// as a list of one, so it wraps at the columns it has in the whole document.
+func yamlList(w *bufio.Writer, nodes []Node) error {
+	for i := range nodes {
+		b, err := yaml.Marshal(nodes[i : i+1])
+		if err != nil {
+			return err
+		}
+		w.Write(b)
+	}
+	return nil
 }
 
 func dash(s string) string {

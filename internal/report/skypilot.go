@@ -1,6 +1,7 @@
 package report
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,21 +18,31 @@ import (
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/skypilot"
 )
 
-// SkyPilotNode is what the cluster analysis reads of a Node and the webhook's decision on it.
-func SkyPilotNode(n *corev1.Node, d *admit.Decision) skypilot.Node {
+// SkyPilotNode is what the cluster analysis reads of a Node and the webhook's decision on it:
+// only the labels and resources its rules read (customKey is CUSTOM_GPU_RESOURCE_KEY), so a
+// fleet's worth costs a few hundred bytes a node, not the Node.
+func SkyPilotNode(n *corev1.Node, d *admit.Decision, customKey string) skypilot.Node {
+	labels := map[string]string{}
+	for k, v := range n.Labels {
+		if skypilot.ReadsLabel(k) {
+			labels[k] = v
+		}
+	}
 	return skypilot.Node{
-		Name: n.Name, Labels: n.Labels,
-		Capacity: counts(n.Status.Capacity), Allocatable: counts(n.Status.Allocatable),
+		Name: n.Name, Labels: labels,
+		Capacity: counts(n.Status.Capacity, customKey), Allocatable: counts(n.Status.Allocatable, customKey),
 		GPU: d.Inference.GPU(), Accelerator: d.Inference.Kind == gpuinfo.KindAccelerator, Value: d.Value,
 	}
 }
 
-// counts reads resource quantities as whole numbers without materialising huge ones
-// (Value() on 1E66666666666 never returns); what does not fit reads as MaxInt64.
-func counts(l corev1.ResourceList) map[string]int64 {
-	out := make(map[string]int64, len(l))
+// counts reads the resources the analysis reads as whole numbers without materialising huge
+// ones (Value() on 1E66666666666 never returns); what does not fit reads as MaxInt64.
+func counts(l corev1.ResourceList, customKey string) map[string]int64 {
+	out := map[string]int64{}
 	for k, q := range l {
-		out[string(k)] = count(q)
+		if skypilot.ReadsResource(string(k), customKey) {
+			out[string(k)] = count(q)
+		}
 	}
 	return out
 }
@@ -91,18 +102,38 @@ func WriteCheck(w io.Writer, format string, nodes []Node, c *skypilot.Cluster, n
 	if nodes == nil {
 		nodes = []Node{}
 	}
+	// Written as json.Encoder and yaml.Marshal would write a Check, but record by record.
 	switch format {
 	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(Check{Nodes: nodes, Cluster: *c})
-	case "yaml":
-		b, err := yaml.Marshal(Check{Nodes: nodes, Cluster: *c})
+		bw := bufio.NewWriter(w)
+		bw.WriteString("{\n  \"nodes\": ")
+		if err := jsonList(bw, nodes, "  "); err != nil {
+			return err
+		}
+		cluster, err := json.MarshalIndent(c, "  ", "  ")
 		if err != nil {
 			return err
 		}
-		_, err = w.Write(b)
-		return err
+		bw.WriteString(",\n  \"cluster\": ")
+		bw.Write(cluster)
+		bw.WriteString("\n}\n")
+		return bw.Flush()
+	case "yaml":
+		cluster, err := yaml.Marshal(map[string]any{"cluster": c})
+		if err != nil {
+			return err
+		}
+		bw := bufio.NewWriter(w)
+		bw.Write(cluster)
+		if len(nodes) == 0 {
+			bw.WriteString("nodes: []\n")
+		} else {
+			bw.WriteString("nodes:\n")
+		}
+		if err := yamlList(bw, nodes); err != nil {
+			return err
+		}
+		return bw.Flush()
 	case "table", "":
 		if err := Write(w, format, nodes); err != nil {
 			return err

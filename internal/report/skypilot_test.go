@@ -30,7 +30,7 @@ func check(nodes ...*corev1.Node) ([]Node, skypilot.Cluster) {
 	for _, n := range nodes {
 		d, r := Decide(cfg, n, false)
 		records = append(records, r)
-		seen = append(seen, SkyPilotNode(n, &d))
+		seen = append(seen, SkyPilotNode(n, &d, ""))
 	}
 	c := skypilot.Analyze(seen, skypilot.Options{WebhookLabels: true})
 	for i := range records {

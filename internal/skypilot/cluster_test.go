@@ -10,7 +10,7 @@ import (
 // gpu is an NVIDIA GPU node as the webhook sees it once the device plugin has reported.
 func gpu(name, value string, labels map[string]string) Node {
 	return Node{Name: name, Labels: labels, GPU: true, Value: value,
-		Capacity: map[string]int64{ResourceNVIDIA: 8}, Allocatable: map[string]int64{ResourceNVIDIA: 8}}
+		Capacity: map[string]int64{ResourceNVIDIA: 8, "cpu": 96}, Allocatable: map[string]int64{ResourceNVIDIA: 8, "cpu": 95}}
 }
 
 func amd(name string, labels map[string]string) Node {
@@ -168,8 +168,36 @@ func TestAnalyze(t *testing.T) {
 					t.Errorf("finding without message, fix or nodes: %+v", f)
 				}
 			}
+			if got := Analyze(reduced(tc.nodes, tc.opts.CustomResourceKey), tc.opts); !reflect.DeepEqual(got, c) {
+				t.Errorf("with only what ReadsLabel and ReadsResource keep:\n%+v\nwant\n%+v", got, c)
+			}
 		})
 	}
+}
+
+// reduced keeps of each node only the labels and resources the analysis reads, as `check` does.
+func reduced(nodes []Node, customKey string) []Node {
+	keep := func(m map[string]int64) map[string]int64 {
+		out := map[string]int64{}
+		for k, v := range m {
+			if ReadsResource(k, customKey) {
+				out[k] = v
+			}
+		}
+		return out
+	}
+	out := make([]Node, len(nodes))
+	for i, n := range nodes {
+		out[i] = n
+		out[i].Labels = map[string]string{}
+		for k, v := range n.Labels {
+			if ReadsLabel(k) {
+				out[i].Labels[k] = v
+			}
+		}
+		out[i].Capacity, out[i].Allocatable = keep(n.Capacity), keep(n.Allocatable)
+	}
+	return out
 }
 
 // The most severe finding comes first, with the exact fix, and the per-node lookup finds it.

@@ -67,6 +67,27 @@ func (f *Formatter) Reads(key string) bool {
 	return false
 }
 
+// ReadsLabel says whether any formatter reads the label key: the analysis reads no other
+// label, so `check` keeps only these of each node (a fleet's labels are mostly other tools').
+func ReadsLabel(key string) bool {
+	for i := range Formatters {
+		if Formatters[i].Reads(key) {
+			return true
+		}
+	}
+	return false
+}
+
+// ReadsResource says whether the analysis reads a resource of a node's capacity or
+// allocatable: the GPU resources SkyPilot can pick, TPUs, and CUSTOM_GPU_RESOURCE_KEY's value.
+func ReadsResource(key, customKey string) bool {
+	switch key {
+	case ResourceAMD, ResourceNVIDIA, ResourceTPU:
+		return true
+	}
+	return customKey != "" && key == customKey
+}
+
 func mustBeLower(v string) string {
 	if v != strings.ToLower(v) {
 		return "not all lowercase"

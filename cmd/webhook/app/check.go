@@ -37,37 +37,39 @@ func (f *clusterFlags) bind(cmd *cobra.Command) {
 	fl.StringVarP(&f.output, "output", "o", "table", "table, json or yaml")
 }
 
-// clusterNodes connects, reads the config and lists the nodes, page by page.
-func (f *clusterFlags) clusterNodes(ctx context.Context, progress io.Writer) (kubernetes.Interface, *admit.Config, string, []corev1.Node, error) {
-	rc, err := restConfig(f.kubeconfig, f.context)
+// connect makes the client and reads the webhook's config.
+func (f *clusterFlags) connect(ctx context.Context) (kubernetes.Interface, *admit.Config, string, error) {
+	cs, err := cliClient(f.kubeconfig, f.context)
 	if err != nil {
-		return nil, nil, "", nil, withCode(ExitError, err)
-	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, nil, "", nil, withCode(ExitError, err)
+		return nil, nil, "", withCode(ExitError, err)
 	}
 	cfg, note, err := f.config(ctx, cs)
 	if err != nil {
-		return nil, nil, "", nil, withCode(ExitError, err)
+		return nil, nil, "", withCode(ExitError, err)
 	}
-	var nodes []corev1.Node
+	return cs, cfg, note, nil
+}
+
+// eachNode lists the nodes a page of 500 at a time and hands each to fn, dropping each page
+// once read: what a command keeps of a fleet is what fn keeps. It returns how many it read.
+func (f *clusterFlags) eachNode(ctx context.Context, cs kubernetes.Interface, progress io.Writer, fn func(*corev1.Node)) (int, error) {
+	read := 0
 	opts := metav1.ListOptions{LabelSelector: f.selector, Limit: 500}
 	for {
 		list, err := cs.CoreV1().Nodes().List(ctx, opts)
 		if err != nil {
-			return nil, nil, "", nil, withCode(ExitError, apiError("listing nodes", err))
+			return read, withCode(ExitError, apiError("listing nodes", err))
 		}
-		nodes = append(nodes, list.Items...)
+		for i := range list.Items {
+			fn(&list.Items[i])
+		}
+		read += len(list.Items)
 		if list.Continue == "" {
-			break
+			return read, nil
 		}
 		opts.Continue = list.Continue
-		if progress != nil {
-			fmt.Fprintf(progress, "listed %d nodes...\n", len(nodes))
-		}
+		fmt.Fprintf(progress, "listed %d nodes...\n", read)
 	}
-	return cs, cfg, note, nodes, nil
 }
 
 // config reads the webhook's ConfigMap, or the file given; without permission to read it the
@@ -112,30 +114,36 @@ func newCheckCommand(s streams) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			cs, cfg, note, nodes, err := f.clusterNodes(ctx, s.err)
+			cs, cfg, note, err := f.connect(ctx)
 			if err != nil {
 				return err
 			}
-			records := make([]report.Node, 0, len(nodes))
-			seen := make([]skypilot.Node, 0, len(nodes))
+			// Of each node only its record and what SkyPilot's rules read are kept: a few
+			// hundred bytes, where the Node is some 15 KB.
+			customKey := os.Getenv(skypilot.CustomKeyEnvVar)
+			var records []report.Node
+			var seen []skypilot.Node
 			fixable, findings := 0, 0
-			for i := range nodes {
-				d, r := report.Decide(cfg, &nodes[i], false)
+			total, err := f.eachNode(ctx, cs, s.err, func(n *corev1.Node) {
+				d, r := report.Decide(cfg, n, false)
 				if len(d.Warnings()) > 0 {
 					findings++
 				}
 				if d.Value != "" && (!d.HasLabel || cfg.Overwrite) && len(d.Warnings()) > 0 {
 					fixable++
 				}
-				seen = append(seen, report.SkyPilotNode(&nodes[i], &d))
+				seen = append(seen, report.SkyPilotNode(n, &d, customKey))
 				if r.GPU || f.output != "table" {
 					records = append(records, r)
 				}
+			})
+			if err != nil {
+				return err
 			}
 			// SkyPilot reads the cluster as a whole; CUSTOM_GPU_RESOURCE_KEY is read from this
 			// environment, as where `check` runs is often where SkyPilot does.
 			cluster := skypilot.Analyze(seen, skypilot.Options{
-				CustomResourceKey: os.Getenv(skypilot.CustomKeyEnvVar),
+				CustomResourceKey: customKey,
 				WebhookLabels:     cfg.LabelKey == skypilot.KeySkyPilot,
 				LabelCommand:      s.name + " label",
 			})
@@ -159,7 +167,7 @@ func newCheckCommand(s streams) *cobra.Command {
 					}
 				}
 				fmt.Fprintf(s.out, "\n%d nodes, %d with GPUs, %d with findings; %d cluster findings for SkyPilot (%d counted by --fail-on-findings).",
-					len(nodes), gpus, findings, len(cluster.Findings), cluster.Counted())
+					total, gpus, findings, len(cluster.Findings), cluster.Counted())
 				if note != "" {
 					fmt.Fprintf(s.out, " Note: %s.", note)
 				}
