@@ -25,9 +25,11 @@ func restConfig(kubeconfig, context string) (*rest.Config, error) {
 }
 
 // cliClient is check's and label's client. Its own rate limiter is off (QPS -1, as
-// controller-runtime's clients have it): client-go's default, 5 requests a second, is what made
-// label take minutes. Load is bounded by label's --concurrency and shed by the apiserver's
-// API Priority and Fairness, whose 429s client-go retries after their Retry-After.
+// controller-runtime's clients have it): client-go's default, 5 requests a second, made label
+// take minutes on a fleet. kubectl label is fast for another reason than its limits (raised
+// only for discovery): cli-runtime builds a REST client, with a fresh limiter, for every object
+// it visits. Here label's --concurrency bounds what is in flight and the apiserver's API
+// Priority and Fairness sheds the rest with 429s, which client-go retries after Retry-After.
 func cliClient(kubeconfig, context string) (kubernetes.Interface, error) {
 	rc, err := restConfig(kubeconfig, context)
 	if err != nil {
