@@ -118,8 +118,8 @@ func newCheckCommand(s streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// Of each node only its record and what SkyPilot's rules read are kept: a few
-			// hundred bytes, where the Node is some 15 KB.
+			// Of each node only its record and what SkyPilot's rules read are kept: under
+			// 1 KB, where a kubelet's Node is some 15 KB.
 			customKey := os.Getenv(skypilot.CustomKeyEnvVar)
 			var records []report.Node
 			var seen []skypilot.Node
