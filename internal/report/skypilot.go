@@ -22,9 +22,12 @@ import (
 // only the labels and resources its rules read (customKey is CUSTOM_GPU_RESOURCE_KEY), so a
 // fleet's worth costs a few hundred bytes a node, not the Node.
 func SkyPilotNode(n *corev1.Node, d *admit.Decision, customKey string) skypilot.Node {
-	labels := map[string]string{}
+	var labels map[string]string // nil, not empty, for most nodes: no allocation
 	for k, v := range n.Labels {
 		if skypilot.ReadsLabel(k) {
+			if labels == nil {
+				labels = map[string]string{}
+			}
 			labels[k] = v
 		}
 	}
@@ -38,9 +41,12 @@ func SkyPilotNode(n *corev1.Node, d *admit.Decision, customKey string) skypilot.
 // counts reads the resources the analysis reads as whole numbers without materialising huge
 // ones (Value() on 1E66666666666 never returns); what does not fit reads as MaxInt64.
 func counts(l corev1.ResourceList, customKey string) map[string]int64 {
-	out := map[string]int64{}
+	var out map[string]int64
 	for k, q := range l {
 		if skypilot.ReadsResource(string(k), customKey) {
+			if out == nil {
+				out = map[string]int64{}
+			}
 			out[string(k)] = count(q)
 		}
 	}
