@@ -15,8 +15,8 @@ import (
 // Exit codes.
 const (
 	ExitOK       = 0
-	ExitFindings = 1 // bad input to explain, findings under --fail-on-findings, a node label failed
-	ExitError    = 2 // no cluster, no permission, bad flags
+	ExitFindings = 1 // bad input to explain, findings under --fail-on-findings
+	ExitError    = 2 // no cluster, no permission, bad flags, a node label failed, label interrupted
 )
 
 // exitError carries an exit code out of a command.
