@@ -3,7 +3,10 @@ package manifests
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path"
+	"reflect"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -30,8 +33,9 @@ func chartValues() map[string]any {
 		config[k.Key] = ""
 	}
 	config[admit.KeyAutoLabel] = "false"
-	return map[string]any{
-		"image":             map[string]any{"repository": strings.Split(Image, ":")[0], "tag": strings.Split(Image, ":")[1], "pullPolicy": "IfNotPresent"},
+	values := map[string]any{
+		// The tag defaults to the chart's appVersion, as Helm users expect.
+		"image":             map[string]any{"registry": "", "repository": strings.Split(Image, ":")[0], "tag": "", "digest": "", "pullPolicy": "IfNotPresent"},
 		"replicas":          *d.Spec.Replicas,
 		"resources":         c.Resources,
 		"nodeSelector":      map[string]any{},
@@ -50,13 +54,13 @@ func chartValues() map[string]any {
 		"policyMode":     false,
 		"serviceMonitor": map[string]any{"enabled": false, "interval": "30s", "labels": map[string]any{}},
 	}
+	maps.Copy(values, installValues())
+	return values
 }
 
 // chartSchema makes a typo in values fail at install: every object says which keys it has.
+// Descriptions become the comments in values.yaml.
 func chartSchema() map[string]any {
-	obj := func(props map[string]any) map[string]any {
-		return map[string]any{"type": "object", "additionalProperties": false, "properties": props}
-	}
 	str := map[string]any{"type": "string"}
 	free := map[string]any{"type": "object"}
 	configProps := map[string]any{}
@@ -64,30 +68,49 @@ func chartSchema() map[string]any {
 		// --set config.autoLabel=true gives a boolean: the template quotes every value.
 		configProps[k.Key] = map[string]any{"type": []string{"string", "boolean"}, "description": k.Doc}
 	}
+	props := map[string]any{
+		"image": obj(map[string]any{
+			"registry":   describe(str, "registry host (and path) put before the repository, e.g. ghcr.io/my-org; empty: the repository names it"),
+			"repository": str,
+			"tag":        describe(str, "empty: the chart's appVersion"),
+			"digest":     describe(map[string]any{"type": "string", "pattern": "^(sha256:[a-f0-9]{64})?$"}, "sha256:...; when set the image is pulled by digest and the tag is not used"),
+			"pullPolicy": map[string]any{"type": "string", "enum": []string{"Always", "IfNotPresent", "Never"}},
+		}),
+		"replicas":          map[string]any{"type": "integer", "minimum": 0},
+		"resources":         free,
+		"nodeSelector":      map[string]any{"type": "object", "additionalProperties": str},
+		"tolerations":       map[string]any{"type": "array"},
+		"affinity":          free,
+		"priorityClassName": describe(str, "keeps the webhook from eviction under node pressure; resourceQuota makes it admissible outside kube-system"),
+		"podLabels":         map[string]any{"type": "object", "additionalProperties": str},
+		"podAnnotations":    map[string]any{"type": "object", "additionalProperties": str},
+		"config":            describe(obj(configProps), "the webhook's ConfigMap, keys as in the README's config reference; empty values are left out"),
+		"certificates": obj(map[string]any{
+			"mode":       describe(map[string]any{"type": "string", "enum": []string{"cert-manager", "self-signed", "secret"}}, "cert-manager issues and rotates the serving certificate; self-signed makes a CA at install and keeps it across upgrades; secret uses secretName and caBundle"),
+			"secretName": str,
+			"caBundle":   map[string]any{"type": "string", "description": "base64 PEM CA that signed the Secret's certificate (mode secret)"},
+		}),
+		"auditOnly":      describe(map[string]any{"type": "boolean"}, "the validating webhook only: warnings and Events, never a change"),
+		"policyMode":     map[string]any{"type": "boolean", "description": "admission policies the apiserver runs instead of the webhook (Kubernetes 1.36+)"},
+		"serviceMonitor": obj(map[string]any{"enabled": map[string]any{"type": "boolean"}, "interval": str, "labels": map[string]any{"type": "object", "additionalProperties": str}}),
+	}
+	maps.Copy(props, installSchema())
 	return map[string]any{
 		"$schema": "https://json-schema.org/draft-07/schema#",
 		"type":    "object", "additionalProperties": false,
-		"properties": map[string]any{
-			"image":             obj(map[string]any{"repository": str, "tag": str, "pullPolicy": map[string]any{"type": "string", "enum": []string{"Always", "IfNotPresent", "Never"}}}),
-			"replicas":          map[string]any{"type": "integer", "minimum": 0},
-			"resources":         free,
-			"nodeSelector":      map[string]any{"type": "object", "additionalProperties": str},
-			"tolerations":       map[string]any{"type": "array"},
-			"affinity":          free,
-			"priorityClassName": str,
-			"podLabels":         map[string]any{"type": "object", "additionalProperties": str},
-			"podAnnotations":    map[string]any{"type": "object", "additionalProperties": str},
-			"config":            obj(configProps),
-			"certificates": obj(map[string]any{
-				"mode":       map[string]any{"type": "string", "enum": []string{"cert-manager", "self-signed", "secret"}},
-				"secretName": str,
-				"caBundle":   map[string]any{"type": "string", "description": "base64 PEM CA that signed the Secret's certificate (mode secret)"},
-			}),
-			"auditOnly":      map[string]any{"type": "boolean"},
-			"policyMode":     map[string]any{"type": "boolean", "description": "admission policies the apiserver runs instead of the webhook (Kubernetes 1.36+)"},
-			"serviceMonitor": obj(map[string]any{"enabled": map[string]any{"type": "boolean"}, "interval": str, "labels": map[string]any{"type": "object", "additionalProperties": str}}),
-		},
+		"properties": props,
 	}
+}
+
+func obj(props map[string]any) map[string]any {
+	return map[string]any{"type": "object", "additionalProperties": false, "properties": props}
+}
+
+// describe is s with a description, for the schema and for values.yaml's comments.
+func describe(s map[string]any, doc string) map[string]any {
+	out := maps.Clone(s)
+	out["description"] = doc
+	return out
 }
 
 // ChartFiles renders the chart's files, keyed by path under ChartDir.
@@ -120,7 +143,8 @@ annotations:
 	if err != nil {
 		return nil, err
 	}
-	files["values.yaml"] = append([]byte(header+"# Every key is described by values.schema.json; config holds the ConfigMap's keys (see the README).\n"), values...)
+	files["values.yaml"] = append([]byte(header+"# Every key is described by values.schema.json; config holds the ConfigMap's keys (see the README).\n"),
+		commentValues(string(values), chartSchema())...)
 	schema, err := json.MarshalIndent(chartSchema(), "", "  ")
 	if err != nil {
 		return nil, err
@@ -128,10 +152,10 @@ annotations:
 	files["values.schema.json"] = append(schema, '\n')
 
 	templates := map[string][]any{
-		"serviceaccount.yaml": {Base()[1]},
-		"rbac.yaml":           {Base()[2], Base()[3], Base()[4], Base()[5]},
-		"pdb.yaml":            {Base()[8]},
-		"service.yaml":        {Base()[9]},
+		"serviceaccount.yaml": baseObjects("ServiceAccount"),
+		"rbac.yaml":           append(baseObjects("Role"), baseObjects("RoleBinding")...),
+		"pdb.yaml":            baseObjects("PodDisruptionBudget"),
+		"service.yaml":        baseObjects("Service"),
 	}
 	for name, objs := range templates {
 		b, err := Marshal(objs...)
@@ -144,6 +168,7 @@ annotations:
 		"deployment.yaml":     deploymentTemplate,
 		"webhook.yaml":        webhookTemplate,
 		"servicemonitor.yaml": func() (string, error) { return serviceMonitorTemplate, nil },
+		"resourcequota.yaml":  quotaTemplate,
 	} {
 		text, err := render()
 		if err != nil {
@@ -167,7 +192,31 @@ annotations:
 	}
 	files["templates/policy.yaml"] = []byte(header + "{{- if .Values.policyMode }}\n" + strings.TrimPrefix(releaseNamespace(string(audit)), header) +
 		"{{- if not .Values.auditOnly }}\n---\n" + strings.TrimPrefix(releaseNamespace(string(label)), header) + "{{- end }}\n{{- end }}\n")
+	if err := installTemplates(files); err != nil {
+		return nil, err
+	}
+	// Every object carries Helm's labels, commonLabels and commonAnnotations.
+	for name, text := range files {
+		if strings.HasPrefix(name, "templates/") && strings.HasSuffix(name, ".yaml") {
+			out, err := commonMetadata(string(text))
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			files[name] = []byte(out)
+		}
+	}
 	return files, nil
+}
+
+// baseObjects are the default base's objects of a kind.
+func baseObjects(kind string) []any {
+	var out []any
+	for _, o := range Base() {
+		if reflect.TypeOf(o).Elem().Name() == kind {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // serverOnly renders a template of the webhook's server only outside policy mode.
@@ -214,7 +263,8 @@ func replaceLine(text, old string, new ...string) (string, error) {
 func replaceBlock(text, old string, new ...string) (string, error) {
 	lines := strings.Split(text, "\n")
 	for i, l := range lines {
-		if strings.TrimSpace(l) != old {
+		// An old that starts with spaces must match the indent too.
+		if strings.TrimSpace(l) != old && l != old {
 			continue
 		}
 		indent := len(l) - len(strings.TrimLeft(l, " "))
@@ -253,7 +303,8 @@ func applyEdits(text string, edits []edit) (string, error) {
 }
 
 func deploymentTemplate() (string, error) {
-	b, err := Marshal(Deployment())
+	d := Deployment()
+	b, err := Marshal(d)
 	if err != nil {
 		return "", err
 	}
@@ -263,7 +314,10 @@ func deploymentTemplate() (string, error) {
 	if strings.Count(text, podMeta) != 1 {
 		return "", fmt.Errorf("chart: the pod template's metadata is not where it was")
 	}
-	text = strings.Replace(text, podMeta, podMeta+`        {{- with .Values.podLabels }}
+	text = strings.Replace(text, podMeta, podMeta+`        {{- with .Values.commonLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+        {{- with .Values.podLabels }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
       {{- with .Values.podAnnotations }}
@@ -271,22 +325,49 @@ func deploymentTemplate() (string, error) {
         {{- toYaml . | nindent 8 }}
       {{- end }}
 `, 1)
+	// What the host-network variant adds, from its own objects.
+	hn := Variant{HostNetwork: true}.Deployment()
+	strategy, err := yamlLines(map[string]any{"strategy": hn.Spec.Strategy})
+	if err != nil {
+		return "", err
+	}
+	hostNet, err := yamlLines(map[string]any{"hostNetwork": hn.Spec.Template.Spec.HostNetwork, "dnsPolicy": hn.Spec.Template.Spec.DNSPolicy})
+	if err != nil {
+		return "", err
+	}
+	podSpec := []string{"{{- with .Values.priorityClassName }}", "priorityClassName: {{ . }}", "{{- end }}", "{{- if .Values.hostNetwork.enabled }}"}
+	podSpec = append(append(podSpec, hostNet...), "{{- end }}")
+	for _, key := range []string{"imagePullSecrets", "nodeSelector", "tolerations", "affinity"} {
+		podSpec = append(podSpec, "{{- with .Values."+key+" }}", key+":", "  {{- toYaml . | nindent 8 }}", "{{- end }}")
+	}
+	p := PodPorts
+	text = strings.Replace(text, header, header+"{{- $ports := include \"gpu-label-webhook.ports\" . | fromYaml }}\n", 1)
 	return applyEdits(text, []edit{
-		{old: "replicas: 2", new: []string{"replicas: {{ .Values.replicas }}"}},
-		{old: "image: " + Image, new: []string{`image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"`}},
+		{old: "replicas: 2", new: slices.Concat([]string{"replicas: {{ .Values.replicas }}", "{{- if .Values.hostNetwork.enabled }}"}, strategy, []string{"{{- end }}"})},
+		// The env list's last item comes right before image: more items continue the list.
+		{old: "image: " + Image, new: []string{"{{- with .Values.extraEnv }}", "{{- toYaml . | nindent 8 }}", "{{- end }}",
+			`image: {{ include "gpu-label-webhook.image" . | quote }}`}},
 		{old: "imagePullPolicy: IfNotPresent", new: []string{"imagePullPolicy: {{ .Values.image.pullPolicy }}"}},
+		{old: fmt.Sprintf("- --port=%d", p.Webhook), new: []string{"- --port={{ $ports.webhook }}"}},
+		{old: fmt.Sprintf("- --health-addr=:%d", p.Health), new: []string{"- --health-addr=:{{ $ports.health }}"}},
+		{old: fmt.Sprintf("- --metrics-addr=:%d", p.Metrics), new: []string{"- --metrics-addr=:{{ $ports.metrics }}",
+			"{{- with .Values.extraArgs }}", "{{- toYaml . | nindent 8 }}", "{{- end }}"}},
+		{old: fmt.Sprintf("- containerPort: %d", p.Webhook), new: []string{"- containerPort: {{ $ports.webhook }}"}},
+		{old: fmt.Sprintf("- containerPort: %d", p.Metrics), new: []string{"- containerPort: {{ $ports.metrics }}"}},
+		{old: fmt.Sprintf("- containerPort: %d", p.Health), new: []string{"- containerPort: {{ $ports.health }}"}},
 		{block: true, old: "resources:", new: []string{"resources:", "  {{- toYaml .Values.resources | nindent 10 }}"}},
-		{old: "priorityClassName: system-cluster-critical", new: []string{
-			"{{- with .Values.priorityClassName }}", "priorityClassName: {{ . }}", "{{- end }}",
-			"{{- with .Values.nodeSelector }}", "nodeSelector:", "  {{- toYaml . | nindent 8 }}", "{{- end }}",
-			"{{- with .Values.tolerations }}", "tolerations:", "  {{- toYaml . | nindent 8 }}", "{{- end }}",
-			"{{- with .Values.affinity }}", "affinity:", "  {{- toYaml . | nindent 8 }}", "{{- end }}"}},
+		// The container's and the pod's, told apart by their indent.
+		{block: true, old: "        securityContext:", new: []string{"securityContext:",
+			`  {{- include "gpu-label-webhook.securityContext" (list . .Values.containerSecurityContext) | nindent 10 }}`}},
+		{block: true, old: "      securityContext:", new: []string{"securityContext:",
+			`  {{- include "gpu-label-webhook.securityContext" (list . .Values.podSecurityContext) | nindent 8 }}`}},
+		{old: "priorityClassName: " + PriorityClass, new: podSpec},
 		{old: "secretName: " + TLSSecretName, new: []string{"secretName: {{ .Values.certificates.secretName }}"}},
 	})
 }
 
 func configMapTemplate() (string, error) {
-	b, err := Marshal(Base()[6])
+	b, err := Marshal(baseObjects("ConfigMap")...)
 	if err != nil {
 		return "", err
 	}
@@ -319,9 +400,13 @@ func webhookTemplate() (string, error) {
 		if err != nil {
 			return "", err
 		}
+		// cainjector's annotation in cert-manager mode, beside the values' commonAnnotations.
 		w, err = applyEdits(w, []edit{{old: "labels:", new: []string{
-			"{{- if eq .Values.certificates.mode \"cert-manager\" }}", "annotations:",
-			"  cert-manager.io/inject-ca-from: {{ .Release.Namespace }}/" + Name + "-serving", "{{- end }}", "labels:"}}})
+			"{{- $annotations := deepCopy (.Values.commonAnnotations | default dict) }}",
+			"{{- if eq .Values.certificates.mode \"cert-manager\" }}",
+			"{{- $_ := set $annotations \"" + InjectCAAnnotation + "\" (printf \"%s/" + Name + "-serving\" .Release.Namespace) }}", "{{- end }}",
+			"{{- with $annotations }}", "annotations:", "  {{- toYaml . | nindent 4 }}", "{{- end }}", "labels:"}},
+			{old: fmt.Sprintf("timeoutSeconds: %d", TimeoutSeconds), new: []string{"timeoutSeconds: {{ .Values.webhook.timeoutSeconds }}"}}})
 		if err != nil {
 			return "", err
 		}

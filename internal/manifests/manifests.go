@@ -38,6 +38,8 @@ const (
 	Image         = "gpu-label-webhook:latest"
 	// TimeoutSeconds is short: the apiserver waits this long at most before going on without us.
 	TimeoutSeconds = 3
+	// PodSecurityEnforce is the namespace label that sets the Pod Security level enforced there.
+	PodSecurityEnforce = "pod-security.kubernetes.io/enforce"
 )
 
 var appLabels = map[string]string{"app.kubernetes.io/name": Name}
@@ -117,17 +119,14 @@ func Audit(url string, caBundle []byte) *admissionregistrationv1.ValidatingWebho
 	}
 }
 
-// Base is everything but the certificates and the webhook configuration's CA.
-func Base() []any {
+// Base is the default install's objects but the certificates and the webhook configuration's CA.
+func Base() []any { return Variant{}.Base() }
+
+// Base is everything but the certificates and the webhook configuration's CA, for this variant.
+func (v Variant) Base() []any {
 	configData := map[string]string{admit.KeyAutoLabel: "false"}
 	return []any{
-		&corev1.Namespace{
-			TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
-			ObjectMeta: metav1.ObjectMeta{Name: Namespace, Labels: map[string]string{
-				"app.kubernetes.io/name":             Name,
-				"pod-security.kubernetes.io/enforce": "restricted",
-			}},
-		},
+		v.Namespace(),
 		&corev1.ServiceAccount{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"}, ObjectMeta: meta(Name)},
 		&rbacv1.Role{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "Role"},
@@ -146,7 +145,7 @@ func Base() []any {
 		},
 		roleBinding(eventsMeta()),
 		&corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"}, ObjectMeta: meta(admit.DefaultConfigName), Data: configData},
-		Deployment(),
+		v.Deployment(),
 		&policyv1.PodDisruptionBudget{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "policy/v1", Kind: "PodDisruptionBudget"},
 			ObjectMeta: meta(Name),
@@ -157,13 +156,26 @@ func Base() []any {
 			ObjectMeta: meta(Name),
 			Spec: corev1.ServiceSpec{
 				Selector: appLabels,
+				// By name: the Service follows the container's ports wherever they are.
 				Ports: []corev1.ServicePort{
 					{Name: "https", Port: 443, TargetPort: intstr.FromString("https")},
 					{Name: "metrics", Port: 8080, TargetPort: intstr.FromString("metrics")},
 				},
 			},
 		},
+		CriticalPodsQuota(),
 		Mutating("", nil),
+	}
+}
+
+// Namespace is the install's namespace, enforcing the Pod Security level its pods pass.
+func (v Variant) Namespace() *corev1.Namespace {
+	return &corev1.Namespace{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+		ObjectMeta: metav1.ObjectMeta{Name: Namespace, Labels: map[string]string{
+			"app.kubernetes.io/name": Name,
+			PodSecurityEnforce:       v.PodSecurityLevel(),
+		}},
 	}
 }
 
@@ -185,12 +197,17 @@ func roleBinding(m metav1.ObjectMeta) *rbacv1.RoleBinding {
 	}
 }
 
-// Deployment runs two replicas spread over nodes, locked down to pass Pod Security "restricted".
-func Deployment() *appsv1.Deployment {
+// Deployment is the default install's Deployment.
+func Deployment() *appsv1.Deployment { return Variant{}.Deployment() }
+
+// Deployment runs two replicas spread over nodes, locked down to pass Pod Security "restricted"
+// (outside the node's network).
+func (v Variant) Deployment() *appsv1.Deployment {
 	probe := func(path string) *corev1.Probe {
 		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("health")}}, PeriodSeconds: 5}
 	}
-	return &appsv1.Deployment{
+	p := v.Ports()
+	d := &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: meta(Name),
 		Spec: appsv1.DeploymentSpec{
@@ -200,14 +217,9 @@ func Deployment() *appsv1.Deployment {
 				ObjectMeta: metav1.ObjectMeta{Labels: appLabels},
 				Spec: corev1.PodSpec{
 					ServiceAccountName:            Name,
-					PriorityClassName:             "system-cluster-critical",
+					PriorityClassName:             PriorityClass,
 					TerminationGracePeriodSeconds: ptr.To(int64(30)),
-					SecurityContext: &corev1.PodSecurityContext{
-						RunAsNonRoot:   ptr.To(true),
-						RunAsUser:      ptr.To(int64(65532)),
-						RunAsGroup:     ptr.To(int64(65532)),
-						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-					},
+					SecurityContext:               v.podSecurityContext(),
 					TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{
 						MaxSkew: 1, TopologyKey: "kubernetes.io/hostname", WhenUnsatisfiable: corev1.ScheduleAnyway,
 						LabelSelector: &metav1.LabelSelector{MatchLabels: appLabels},
@@ -218,15 +230,16 @@ func Deployment() *appsv1.Deployment {
 						// The default for a :latest tag is Always, which fails wherever the image
 						// was loaded into the runtime rather than pushed (kind, ctr import).
 						ImagePullPolicy: corev1.PullIfNotPresent,
-						Args:            []string{"serve", "--port=9443", "--cert-dir=/certs", "--health-addr=:8081", "--metrics-addr=:8080"},
+						Args: []string{"serve", fmt.Sprintf("--port=%d", p.Webhook), "--cert-dir=/certs",
+							fmt.Sprintf("--health-addr=:%d", p.Health), fmt.Sprintf("--metrics-addr=:%d", p.Metrics)},
 						Env: []corev1.EnvVar{
 							{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
 							{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 						},
 						Ports: []corev1.ContainerPort{
-							{Name: "https", ContainerPort: 9443},
-							{Name: "metrics", ContainerPort: 8080},
-							{Name: "health", ContainerPort: 8081},
+							{Name: "https", ContainerPort: p.Webhook},
+							{Name: "metrics", ContainerPort: p.Metrics},
+							{Name: "health", ContainerPort: p.Health},
 						},
 						ReadinessProbe: probe("/readyz"),
 						LivenessProbe:  probe("/healthz"),
@@ -234,19 +247,28 @@ func Deployment() *appsv1.Deployment {
 							Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
 							Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
 						},
-						SecurityContext: &corev1.SecurityContext{
-							AllowPrivilegeEscalation: ptr.To(false),
-							ReadOnlyRootFilesystem:   ptr.To(true),
-							RunAsNonRoot:             ptr.To(true),
-							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-							SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-						},
-						VolumeMounts: []corev1.VolumeMount{{Name: "certs", MountPath: "/certs", ReadOnly: true}},
+						SecurityContext: containerSecurityContext(),
+						VolumeMounts:    []corev1.VolumeMount{{Name: "certs", MountPath: "/certs", ReadOnly: true}},
 					}},
 					Volumes: []corev1.Volume{{Name: "certs", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: TLSSecretName}}}},
 				},
 			},
 		},
+	}
+	if v.HostNetwork {
+		v.hostNetwork(d)
+	}
+	return d
+}
+
+// containerSecurityContext is what Pod Security "restricted" asks of every container.
+func containerSecurityContext() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		RunAsNonRoot:             ptr.To(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}
 }
 
@@ -345,6 +367,10 @@ kind: Kustomization
 resources:
   - policy.yaml
 `)
+
+	if err := componentFiles(files); err != nil {
+		return nil, err
+	}
 
 	kustomization("overlays/self-signed/kustomization.yaml", fmt.Sprintf(`# For clusters without cert-manager. Make the certificates first:
 #   bin/webhook certs --dir manifests/overlays/self-signed/certs
