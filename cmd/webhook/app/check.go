@@ -9,14 +9,12 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
-	"github.com/gpu-label-webhook/gpu-label-webhook/internal/manifests"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/report"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/skypilot"
 )
@@ -24,6 +22,7 @@ import (
 // clusterFlags are shared by check and label.
 type clusterFlags struct {
 	kubeconfig, context, namespace, configName, configFile, selector, output string
+	kube                                                                     kubernetes.Interface // the streams' (tests)
 }
 
 func (f *clusterFlags) bind(cmd *cobra.Command) {
@@ -39,9 +38,12 @@ func (f *clusterFlags) bind(cmd *cobra.Command) {
 
 // connect makes the client and reads the webhook's config.
 func (f *clusterFlags) connect(ctx context.Context) (kubernetes.Interface, *admit.Config, string, error) {
-	cs, err := cliClient(f.kubeconfig, f.context)
-	if err != nil {
-		return nil, nil, "", withCode(ExitError, err)
+	cs := f.kube
+	if cs == nil {
+		var err error
+		if cs, err = cliClient(f.kubeconfig, f.context); err != nil {
+			return nil, nil, "", withCode(ExitError, err)
+		}
 	}
 	cfg, note, err := f.config(ctx, cs)
 	if err != nil {
@@ -106,8 +108,8 @@ func apiError(what string, err error) error {
 }
 
 func newCheckCommand(s streams) *cobra.Command {
-	var f clusterFlags
-	var failOnFindings bool
+	f := clusterFlags{kube: s.kube}
+	var failOnFindings, requireWebhook, probe bool
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Report GPU nodes that lack the accelerator label, and whether the webhook is installed",
@@ -179,7 +181,13 @@ func newCheckCommand(s streams) *cobra.Command {
 					fmt.Fprintf(s.out, ". Label future nodes as they join: kubectl -n %s patch configmap %s --type merge -p '{\"data\":{\"autoLabel\":\"true\"}}'.", f.namespace, f.configName)
 				}
 				fmt.Fprintln(s.out)
-				fmt.Fprintln(s.out, webhookStatus(ctx, cs))
+			}
+			hook := inspectWebhook(ctx, cs, probe)
+			if f.output == "table" {
+				fmt.Fprintln(s.out, hook)
+			}
+			if requireWebhook && len(hook.problems) > 0 {
+				return withCode(ExitNoWebhook, errors.New("the webhook is not working: "+strings.Join(hook.problems, "; ")))
 			}
 			if failOnFindings && findings+cluster.Counted() > 0 {
 				return withCode(ExitFindings, errors.New(""))
@@ -189,73 +197,7 @@ func newCheckCommand(s streams) *cobra.Command {
 	}
 	f.bind(cmd)
 	cmd.Flags().BoolVar(&failOnFindings, "fail-on-findings", false, "exit 1 when any GPU node has a finding, or SkyPilot will see a critical or warning cluster finding")
+	cmd.Flags().BoolVar(&requireWebhook, "require-webhook", false, "exit 3 when the webhook is not installed, its caBundle is empty, its Service has no ready endpoints or (with --probe) an endpoint does not answer")
+	cmd.Flags().BoolVar(&probe, "probe", false, "send each of the webhook's endpoints a dry-run review over TLS verified by its caBundle; endpoints are pod or node addresses, so run it inside the cluster (helm test does)")
 	return cmd
-}
-
-// webhookStatus says whether new nodes would be labeled: the webhook configurations exist,
-// carry a CA bundle, and what they point at is there (the Service has ready endpoints).
-func webhookStatus(ctx context.Context, cs kubernetes.Interface) string {
-	reg := cs.AdmissionregistrationV1()
-	var parts []string
-	var targets []admissionregistrationv1.WebhookClientConfig
-	if m, err := reg.MutatingWebhookConfigurations().Get(ctx, manifests.MutatingName, metav1.GetOptions{}); err == nil && len(m.Webhooks) > 0 {
-		parts = append(parts, "mutating webhook installed"+caNote(m.Webhooks[0].ClientConfig))
-		targets = append(targets, m.Webhooks[0].ClientConfig)
-	} else {
-		parts = append(parts, "mutating webhook not installed ("+reason(err)+"): new nodes are neither labeled nor warned about")
-	}
-	if v, err := reg.ValidatingWebhookConfigurations().Get(ctx, manifests.AuditName, metav1.GetOptions{}); err == nil && len(v.Webhooks) > 0 {
-		parts = append(parts, "audit webhook installed"+caNote(v.Webhooks[0].ClientConfig))
-		targets = append(targets, v.Webhooks[0].ClientConfig)
-	}
-	seen := map[string]bool{}
-	for _, t := range targets {
-		switch {
-		case t.URL != nil && !seen[*t.URL]:
-			seen[*t.URL] = true
-			parts = append(parts, "calls "+*t.URL)
-		case t.Service != nil && !seen[t.Service.Namespace+"/"+t.Service.Name]:
-			seen[t.Service.Namespace+"/"+t.Service.Name] = true
-			parts = append(parts, serviceEndpoints(ctx, cs, t.Service.Namespace, t.Service.Name))
-		}
-	}
-	return "Webhook: " + strings.Join(parts, "; ")
-}
-
-func serviceEndpoints(ctx context.Context, cs kubernetes.Interface, namespace, name string) string {
-	slices, err := cs.DiscoveryV1().EndpointSlices(namespace).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + name})
-	if err != nil {
-		return fmt.Sprintf("service %s/%s endpoints unknown (%s)", namespace, name, reason(err))
-	}
-	ready := 0
-	for _, s := range slices.Items {
-		for _, e := range s.Endpoints {
-			if e.Conditions.Ready != nil && *e.Conditions.Ready {
-				ready++
-			}
-		}
-	}
-	if ready == 0 {
-		return fmt.Sprintf("service %s/%s has NO ready endpoints: the apiserver skips the webhook (failurePolicy: Ignore)", namespace, name)
-	}
-	return fmt.Sprintf("service %s/%s has %d ready endpoints", namespace, name, ready)
-}
-
-func caNote(c admissionregistrationv1.WebhookClientConfig) string {
-	if len(c.CABundle) > 0 {
-		return ", caBundle set"
-	}
-	return ", caBundle EMPTY (the apiserver cannot verify it)"
-}
-
-func reason(err error) string {
-	switch {
-	case err == nil:
-		return "no webhooks in it"
-	case apierrors.IsNotFound(err):
-		return "not found"
-	case apierrors.IsForbidden(err):
-		return "no permission to read"
-	}
-	return err.Error()
 }

@@ -40,7 +40,7 @@ var drainTimeout = 10 * time.Second
 const defaultConcurrency = 16
 
 func newLabelCommand(s streams) *cobra.Command {
-	var f clusterFlags
+	f := clusterFlags{kube: s.kube}
 	var dryRun, overwrite bool
 	var concurrency int
 	cmd := &cobra.Command{

@@ -10,13 +10,15 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
 )
 
 // Exit codes.
 const (
-	ExitOK       = 0
-	ExitFindings = 1 // bad input to explain, findings under --fail-on-findings
-	ExitError    = 2 // no cluster, no permission, bad flags, a node label failed, label interrupted
+	ExitOK        = 0
+	ExitFindings  = 1 // bad input to explain, findings under --fail-on-findings
+	ExitError     = 2 // no cluster, no permission, bad flags, a node label failed, label interrupted
+	ExitNoWebhook = 3 // check --require-webhook: not installed, not reachable or not serving
 )
 
 // exitError carries an exit code out of a command.
@@ -36,6 +38,8 @@ type streams struct {
 	in       io.Reader
 	out, err io.Writer
 	name     string
+	// kube, when set, is the cluster the commands talk to instead of the kubeconfig's (tests).
+	kube kubernetes.Interface
 }
 
 // DisplayName is how help and messages name the command called as argv0: as a kubectl
@@ -58,7 +62,7 @@ func Main(ctx context.Context, args []string, in io.Reader, out, errOut io.Write
 
 // MainAs runs the command line under a display name and returns the exit code.
 func MainAs(ctx context.Context, name string, args []string, in io.Reader, out, errOut io.Writer) int {
-	cmd := NewRootCommand(streams{in, out, errOut, name})
+	cmd := NewRootCommand(streams{in: in, out: out, err: errOut, name: name})
 	cmd.SetArgs(args)
 	cmd.SetIn(in)
 	cmd.SetOut(out)

@@ -65,10 +65,11 @@ func newServeCommand(s streams) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&o.port, "port", 9443, "HTTPS port of the admission endpoints")
+	p := manifests.PodPorts
+	f.IntVar(&o.port, "port", int(p.Webhook), "HTTPS port of the admission endpoints")
 	f.StringVar(&o.certDir, "cert-dir", "/tmp/k8s-webhook-server/serving-certs", "folder holding tls.crt and tls.key (reloaded on change)")
-	f.StringVar(&o.healthAddr, "health-addr", ":8081", "address of /healthz and /readyz; empty turns them off")
-	f.StringVar(&o.metricsAddr, "metrics-addr", ":8080", "address of /metrics; empty turns it off")
+	f.StringVar(&o.healthAddr, "health-addr", fmt.Sprintf(":%d", p.Health), "address of /healthz and /readyz; empty turns them off")
+	f.StringVar(&o.metricsAddr, "metrics-addr", fmt.Sprintf(":%d", p.Metrics), "address of /metrics; empty turns it off")
 	f.StringVar(&o.pprofAddr, "pprof-addr", "", "address of Go's /debug/pprof, for profiling; empty (the default) turns it off; keep it on localhost")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; default: in-cluster config, or KUBECONFIG")
 	f.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", admit.DefaultNamespace), "namespace of the config ConfigMap and of Events")
