@@ -75,6 +75,25 @@ func newHelm(t *testing.T) *helmCLI {
 	return h
 }
 
+// helmLabels are the labels the chart adds to every object and the overlays do not.
+var helmLabels = []string{"helm.sh/chart", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by", "app.kubernetes.io/version"}
+
+// withoutHelm drops what only Helm renders: its labels, and the `helm test` hook's objects.
+func withoutHelm(objs map[string]map[string]any) map[string]map[string]any {
+	for k, o := range objs {
+		md := o["metadata"].(map[string]any)
+		if a, _ := md["annotations"].(map[string]any); a["helm.sh/hook"] != nil {
+			delete(objs, k)
+			continue
+		}
+		labels := md["labels"].(map[string]any)
+		for _, l := range helmLabels {
+			delete(labels, l)
+		}
+	}
+	return objs
+}
+
 // makeRoomForChart removes what the test stack installed that the chart owns by name (the
 // mutating webhook configuration, the Events role in "default"), and puts it back after.
 func makeRoomForChart(t *testing.T) {
@@ -110,13 +129,14 @@ func TestHelmChart(t *testing.T) {
 		helm(t, "lint", "--strict", chart)
 	})
 	// A chart does not own its namespace (helm install --create-namespace makes it); the
-	// README says to label it restricted. Every other object is the overlay's.
+	// README says to label it restricted. Every other object is the overlay's, but for the
+	// labels only Helm sets and the `helm test` hook.
 	sameAsOverlay := func(t *testing.T, overlay string, set ...string) {
 		args := []string{"template", manifests.Name, chart, "--namespace", manifests.Namespace, "--kube-version", "1.37.2"}
 		for _, kv := range set {
 			args = append(args, "--set", kv)
 		}
-		got := objects(t, helm(t, args...))
+		got := withoutHelm(objects(t, helm(t, args...)))
 		want := objects(t, must(t, filepath.Join(cluster.Root, "bin", "k8s", "kubectl"), "kustomize", filepath.Join(cluster.Root, "manifests", overlay)))
 		delete(want, "Namespace /"+manifests.Namespace)
 		for k, w := range want {
@@ -132,6 +152,8 @@ func TestHelmChart(t *testing.T) {
 	}
 	t.Run("default rendering is the cert-manager overlay", func(t *testing.T) { sameAsOverlay(t, "overlays/cert-manager") })
 	t.Run("policy mode is the policy overlay", func(t *testing.T) { sameAsOverlay(t, "overlays/policy", "policyMode=true") })
+	t.Run("hostNetwork is the host-network overlay", func(t *testing.T) { sameAsOverlay(t, "overlays/host-network", "hostNetwork.enabled=true") })
+	t.Run("openshift is the openshift overlay", func(t *testing.T) { sameAsOverlay(t, "overlays/openshift", "openshift=true") })
 	t.Run("a typo in values fails", func(t *testing.T) {
 		for _, bad := range []string{"replicsa=3", "certificates.mode=letsencrypt", "config.autolabel=true"} {
 			if out, err := run(t, helmBin, "template", "x", chart, "--kube-version", "1.37.2", "--set", bad); err == nil || !strings.Contains(string(out), "schema") {

@@ -51,7 +51,7 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) (int, error) {
-	stack, err := env.StartStack(context.Background(), env.Options{WebhookClientCert: true})
+	stack, err := env.StartStack(context.Background(), env.Options{WebhookClientCert: true, LimitCriticalPriority: true})
 	if err != nil {
 		return 0, err
 	}
@@ -535,7 +535,7 @@ func TestManifestsApply(t *testing.T) {
 	if out, err := exec.Command(filepath.Join(cluster.Root, "bin", "webhook"), "certs", "--dir", certDir).CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	for _, overlay := range []string{"base", "overlays/cert-manager", "overlays/self-signed", "overlays/audit"} {
+	for _, overlay := range []string{"base", "overlays/cert-manager", "overlays/self-signed", "overlays/audit", "overlays/host-network", "overlays/openshift"} {
 		t.Run(overlay, func(t *testing.T) {
 			run(t, "apply", "--dry-run=server", "-k", filepath.Join(cluster.Root, "manifests", overlay))
 		})

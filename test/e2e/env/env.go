@@ -72,12 +72,38 @@ type Options struct {
 	WebhookClientCert bool
 	// WebhookArgs are added to the webhook's command line by StartStack.
 	WebhookArgs []string
+	// LimitCriticalPriority has the apiserver admit system-node-critical and
+	// system-cluster-critical pods only in namespaces holding a quota for them, as GKE does.
+	LimitCriticalPriority bool
 }
 
-// webhookClientAuth writes the apiserver's admission config: a kubeconfig whose user "*"
-// carries a client certificate signed by a CA the webhook trusts. It returns the config's
-// path and the CA file's.
-func webhookClientAuth(dir string) (configPath, caPath string, err error) {
+// CriticalPriorityQuotaPlugin is the ResourceQuota admission plugin's entry, for
+// AdmissionConfig, that admits the critical priority classes only in namespaces holding a
+// quota for them (Kubernetes' "limit Priority Class consumption by default", as GKE runs it).
+const CriticalPriorityQuotaPlugin = `- name: ResourceQuota
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: ResourceQuotaConfiguration
+    limitedResources:
+    - resource: pods
+      matchScopes:
+      - scopeName: PriorityClass
+        operator: In
+        values: [system-node-critical, system-cluster-critical]
+`
+
+// AdmissionConfig writes an AdmissionConfiguration into dir holding plugins (YAML list
+// items) and returns its path.
+func AdmissionConfig(dir string, plugins ...string) (string, error) {
+	path := filepath.Join(dir, "admission.yaml")
+	text := "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n" + strings.Join(plugins, "")
+	return path, os.WriteFile(path, []byte(text), 0o644)
+}
+
+// webhookClientAuth writes the admission plugins' config for presenting a client certificate:
+// a kubeconfig whose user "*" carries one signed by a CA the webhook trusts. It returns the
+// plugin entries and the CA file's path.
+func webhookClientAuth(dir string) (plugins, caPath string, err error) {
 	ca, err := certs.NewCA("apiserver-webhook-client-ca", time.Now())
 	if err != nil {
 		return "", "", err
@@ -97,12 +123,10 @@ func webhookClientAuth(dir string) (configPath, caPath string, err error) {
 		return "", "", err
 	}
 	var b strings.Builder
-	b.WriteString("apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n")
 	for _, plugin := range []string{"MutatingAdmissionWebhook", "ValidatingAdmissionWebhook"} {
 		fmt.Fprintf(&b, "- name: %s\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: %s\n", plugin, kc)
 	}
-	configPath = filepath.Join(dir, "admission.yaml")
-	return configPath, caPath, os.WriteFile(configPath, []byte(b.String()), 0o644)
+	return b.String(), caPath, nil
 }
 
 // Start runs kube-apiserver with the Node and RBAC authorizers and NodeRestriction, as a
@@ -127,9 +151,20 @@ func Start(opts Options) (*Cluster, error) {
 	args.Set("authorization-mode", "Node,RBAC")
 	args.Set("enable-admission-plugins", "NodeRestriction")
 	var clientCA string
+	var plugins []string
 	if opts.WebhookClientCert {
-		var path string
-		if path, clientCA, err = webhookClientAuth(dir); err != nil {
+		var webhooks string
+		if webhooks, clientCA, err = webhookClientAuth(dir); err != nil {
+			return nil, err
+		}
+		plugins = append(plugins, webhooks)
+	}
+	if opts.LimitCriticalPriority {
+		plugins = append(plugins, CriticalPriorityQuotaPlugin)
+	}
+	if len(plugins) > 0 {
+		path, err := AdmissionConfig(dir, plugins...)
+		if err != nil {
 			return nil, err
 		}
 		args.Set("admission-control-config-file", path)

@@ -397,6 +397,11 @@ rules:
 	if err := os.WriteFile(c.path("audit-policy.yaml"), []byte(policy), 0o644); err != nil {
 		return err
 	}
+	// As GKE: the critical priority classes only where a quota admits them.
+	admission, err := env.AdmissionConfig(c.Dir, env.CriticalPriorityQuotaPlugin)
+	if err != nil {
+		return err
+	}
 	api, err := c.start("kube-apiserver", c.bin("kube-apiserver"),
 		"--audit-policy-file", c.path("audit-policy.yaml"), "--audit-log-path", c.path("audit.log"), "--audit-log-maxsize", "0",
 		"--etcd-servers", etcdURL,
@@ -407,7 +412,7 @@ rules:
 		"--service-account-issuer", "https://kubernetes.default.svc", "--service-account-key-file", c.path("sa.pub"),
 		"--service-account-signing-key-file", c.path("sa.key"),
 		"--service-cluster-ip-range", serviceCIDR,
-		"--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction",
+		"--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction", "--admission-control-config-file", admission,
 		"--kubelet-preferred-address-types", "InternalIP", "--allow-privileged=false", "--profiling=false")
 	if err != nil {
 		return err
