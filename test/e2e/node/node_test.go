@@ -41,6 +41,17 @@ const (
 // kubelet's own writes are labeled or warned about, and nodes keep joining, labeled, while the
 // webhook's pods come and go.
 func TestRealNode(t *testing.T) {
+	c := startCluster(t)
+	began := time.Now()
+	install(t, c)
+	t.Logf("installed and both pods ready in %v", time.Since(began).Round(time.Millisecond))
+	runScenarios(t, c, &webhookInstall{replicas: 2, port: int(manifests.PodPorts.Webhook)})
+}
+
+// startCluster starts the node's cluster with both images imported, and stops it (keeping the
+// logs of a failed test) when the test ends.
+func startCluster(t *testing.T) *Cluster {
+	t.Helper()
 	root, err := env.Root()
 	if err != nil {
 		t.Fatal(err)
@@ -51,9 +62,8 @@ func TestRealNode(t *testing.T) {
 			t.Fatalf("%v: run make e2e-node, which builds the images", err)
 		}
 	}
-	ctx := context.Background()
 	began := time.Now()
-	c, err := Start(ctx, root, nodeName, sandboxImage, images, nil)
+	c, err := Start(context.Background(), root, nodeName, sandboxImage, images, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,12 +81,39 @@ func TestRealNode(t *testing.T) {
 		}
 		t.Logf("torn down in %v (slow to stop: %v)", time.Since(began).Round(time.Millisecond), c.SlowStops)
 	})
+	return c
+}
 
-	began = time.Now()
-	install(t, c)
-	t.Logf("installed and both pods ready in %v", time.Since(began).Round(time.Millisecond))
+// webhookInstall is what the scenarios need to know of how the webhook was installed.
+type webhookInstall struct {
+	replicas int
+	port     int // the webhook container's port, where the Service's traffic goes
+	// baseline is the slowest CREATE seen with the webhook up, for comparison.
+	baseline time.Duration
+}
 
-	t.Run("a kubelet of a p4d.24xlarge registering is warned about by default", func(t *testing.T) {
+// scenario is one thing users meet on a node, run on each install that has the replicas it needs.
+type scenario struct {
+	name     string
+	replicas int
+	run      func(t *testing.T, c *Cluster, in *webhookInstall)
+}
+
+// runScenarios runs every scenario the install has the replicas for, in order.
+func runScenarios(t *testing.T, c *Cluster, in *webhookInstall) {
+	for _, s := range scenarios {
+		if in.replicas < s.replicas {
+			t.Logf("skipped with %d replica(s): %s", in.replicas, s.name)
+			continue
+		}
+		t.Run(s.name, func(t *testing.T) { s.run(t, c, in) })
+	}
+}
+
+var scenarios = []scenario{
+	{"a kubelet of a p4d.24xlarge registering is warned about by default", 1, func(t *testing.T, c *Cluster, in *webhookInstall) {
+		ctx := context.Background()
+		optIn(t, c, false)
 		if err := c.Reregister(ctx, map[string]string{instanceType: "p4d.24xlarge"}); err != nil {
 			t.Fatal(err)
 		}
@@ -91,9 +128,9 @@ func TestRealNode(t *testing.T) {
 		eventually(t, c, "an AcceleratorLabelMissing Event for the node", 30*time.Second, func() bool {
 			return hasEvent(t, c, nodeName, admit.ReasonLabelMissing)
 		})
-	})
-
-	t.Run("once opted in, a p4d.24xlarge is labeled a100 in the kubelet's CREATE", func(t *testing.T) {
+	}},
+	{"once opted in, a p4d.24xlarge is labeled a100 in the kubelet's CREATE", 1, func(t *testing.T, c *Cluster, in *webhookInstall) {
+		ctx := context.Background()
 		optIn(t, c, true)
 		if err := c.Reregister(ctx, map[string]string{instanceType: "p4d.24xlarge"}); err != nil {
 			t.Fatal(err)
@@ -105,9 +142,9 @@ func TestRealNode(t *testing.T) {
 		if by, want := labeledBy(t, c, nodeName), "system:node:"+nodeName+" create"; by != want {
 			t.Errorf("the label was added to %q; want the kubelet's own CREATE (%s)", by, want)
 		}
-	})
-
-	t.Run("a device plugin's GPUs and GFD's labels: labeled by the kubelet's own status report", func(t *testing.T) {
+	}},
+	{"a device plugin's GPUs and GFD's labels: labeled by the kubelet's own status report", 1, func(t *testing.T, c *Cluster, in *webhookInstall) {
+		ctx := context.Background()
 		optIn(t, c, false)
 		if err := c.Reregister(ctx, map[string]string{instanceType: "example.gpu-box.8x"}); err != nil {
 			t.Fatal(err)
@@ -144,10 +181,10 @@ func TestRealNode(t *testing.T) {
 		if by, want := labeledBy(t, c, nodeName), "system:node:"+nodeName+" patch status"; by != want {
 			t.Errorf("the label was added to %q; want the kubelet's status report (%s)", by, want)
 		}
-	})
-
-	var baseline time.Duration
-	t.Run("a webhook pod deleted while nodes join: every node labeled as it joins", func(t *testing.T) {
+	}},
+	{"a webhook pod deleted while nodes join: every node labeled as it joins", 2, func(t *testing.T, c *Cluster, in *webhookInstall) {
+		ctx := context.Background()
+		optIn(t, c, true)
 		pods := webhookPods(t, c)
 		joined := joinWhile(t, c, "deleted", 12, func() {
 			if _, err := c.Kubectl(ctx, "-n", manifests.Namespace, "delete", "pod", pods[0], "--wait=false"); err != nil {
@@ -158,12 +195,13 @@ func TestRealNode(t *testing.T) {
 			if j.label != "a100" {
 				t.Errorf("%s joined %v after the deletion began and was labeled %q in its CREATE; want a100", j.name, j.at, j.label)
 			}
-			baseline = max(baseline, j.took)
+			in.baseline = max(in.baseline, j.took)
 		}
 		waitRollout(t, c)
-	})
-
-	t.Run("a rolling update while nodes join: every node labeled as it joins", func(t *testing.T) {
+	}},
+	{"a rolling update while nodes join: every node labeled as it joins", 2, func(t *testing.T, c *Cluster, in *webhookInstall) {
+		ctx := context.Background()
+		optIn(t, c, true)
 		joined := joinWhile(t, c, "rolled", 20, func() {
 			if _, err := c.Kubectl(ctx, "-n", manifests.Namespace, "rollout", "restart", "deployment/"+manifests.Name); err != nil {
 				t.Error(err)
@@ -175,15 +213,16 @@ func TestRealNode(t *testing.T) {
 			}
 		}
 		waitRollout(t, c)
-	})
-
-	t.Run("scaled to zero: nodes register at normal speed, then each is labeled by its first status report", func(t *testing.T) {
+	}},
+	{"scaled to zero: nodes register at normal speed, then each is labeled by its first status report", 1, func(t *testing.T, c *Cluster, in *webhookInstall) {
+		ctx := context.Background()
+		optIn(t, c, true)
 		if _, err := c.Kubectl(ctx, "-n", manifests.Namespace, "scale", "deployment/"+manifests.Name, "--replicas=0"); err != nil {
 			t.Fatal(err)
 		}
 		eventually(t, c, "the webhook's pods to be gone", 2*time.Minute, func() bool { return len(webhookPods(t, c)) == 0 })
-		waitEndpoints(t, c, 0)
-		joined := joinWhile(t, c, "down", 6, func() {})
+		waitEndpoints(t, c, 0, in.port)
+		joined := joinWhile(t, c, fmt.Sprintf("down%d", in.port), 6, func() {})
 		var slowest time.Duration
 		var took []string
 		for _, j := range joined {
@@ -198,7 +237,7 @@ func TestRealNode(t *testing.T) {
 		// the apiserver's dial is refused at once. (Before that, for the second or so the rules
 		// lag, a dial goes to a pod address that is gone and waits the webhook's whole timeout.)
 		timeout := time.Duration(*manifests.Mutating("", nil).Webhooks[0].TimeoutSeconds) * time.Second
-		t.Logf("CREATE with the webhook down: slowest %v (with the webhook up: %v; its timeout %v)", slowest, baseline, timeout)
+		t.Logf("CREATE with the webhook down: slowest %v (with the webhook up: %v; its timeout %v)", slowest, in.baseline, timeout)
 		if slowest > timeout/3 {
 			t.Errorf("a CREATE with the webhook down took %v (its timeout %v): the apiserver waited on a webhook that is not there instead of being refused", slowest, timeout)
 		}
@@ -211,11 +250,11 @@ func TestRealNode(t *testing.T) {
 			t.Fatalf("labeled %q with no webhook running", v)
 		}
 
-		if _, err := c.Kubectl(ctx, "-n", manifests.Namespace, "scale", "deployment/"+manifests.Name, "--replicas=2"); err != nil {
+		if _, err := c.Kubectl(ctx, "-n", manifests.Namespace, "scale", "deployment/"+manifests.Name, fmt.Sprintf("--replicas=%d", in.replicas)); err != nil {
 			t.Fatal(err)
 		}
 		waitRollout(t, c)
-		waitEndpoints(t, c, 2)
+		waitEndpoints(t, c, in.replicas, in.port)
 		for _, j := range joined {
 			if got := j.reportStatus(t); got != "a100" {
 				t.Errorf("%s's first status report after the webhook came back left it labeled %q; want a100", j.name, got)
@@ -227,7 +266,7 @@ func TestRealNode(t *testing.T) {
 		if by, want := labeledBy(t, c, nodeName), "system:node:"+nodeName+" patch status"; by != want {
 			t.Errorf("the label was added to %q; want the kubelet's status report (%s)", by, want)
 		}
-	})
+	}},
 }
 
 // install runs what the README's "without cert-manager" row says, on a copy of manifests/:
@@ -254,37 +293,45 @@ func install(t *testing.T, c *Cluster) {
 		t.Logf("kubectl apply -k manifests/overlays/self-signed:\n%s", out)
 	}
 	waitRollout(t, c)
+	checkPods(t, c, "restricted", 2)
+	// The pods are ready only once they have read their ConfigMap, which they do with the
+	// in-cluster credentials and the RBAC the manifests give them; the apiserver reaches them
+	// through the Service. A dry-run CREATE shows the whole path answers.
+	optIn(t, c, false)
+}
 
+// checkPods checks the namespace enforces level, and that the webhook's pods run on the node as
+// the image's user, 65532, no root anywhere: as many processes as replicas.
+func checkPods(t *testing.T, c *Cluster, level string, replicas int) {
+	t.Helper()
+	ctx := context.Background()
 	ns, err := c.Client.CoreV1().Namespaces().Get(ctx, manifests.Namespace, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ns.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {
-		t.Errorf("the namespace enforces %q Pod Security, want restricted", ns.Labels["pod-security.kubernetes.io/enforce"])
+	if got := ns.Labels[manifests.PodSecurityEnforce]; got != level {
+		t.Errorf("the namespace enforces %q Pod Security, want %s", got, level)
 	}
 	pods, err := c.Client.CoreV1().Pods(manifests.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + manifests.Name})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range pods.Items {
-		if p.Spec.NodeName != nodeName || p.Status.PodIP == "" {
-			t.Errorf("pod %s runs on %q at %q; want the real node, on the bridge", p.Name, p.Spec.NodeName, p.Status.PodIP)
+		if p.Spec.NodeName != nodeName || p.Status.PodIP == "" || (p.Status.PodIP == NodeIP) != p.Spec.HostNetwork {
+			t.Errorf("pod %s (hostNetwork %v) runs on %q at %q; want the real node, at the node's address only in its network", p.Name, p.Spec.HostNetwork, p.Spec.NodeName, p.Status.PodIP)
 		}
 	}
-	// The image's user is the one the containers run as: 65532, no root anywhere.
-	procs := webhookProcesses(t)
-	if len(procs) != 2 {
-		t.Errorf("%d webhook processes run on the node, want the Deployment's 2", len(procs))
-	}
+	// A replaced pod's process may take its grace period to go.
+	var procs map[int]string
+	eventually(t, c, fmt.Sprintf("the Deployment's %d webhook processes on the node", replicas), time.Minute, func() bool {
+		procs = webhookProcesses(t)
+		return len(procs) == replicas
+	})
 	for pid, uid := range procs {
 		if uid != "65532" {
 			t.Errorf("the webhook (pid %d) runs as uid %s, want 65532", pid, uid)
 		}
 	}
-	// The pods are ready only once they have read their ConfigMap, which they do with the
-	// in-cluster credentials and the RBAC the manifests give them; the apiserver reaches them
-	// through the Service. A dry-run CREATE shows the whole path answers.
-	optIn(t, c, false)
 }
 
 // webhookProcesses finds the containers' `/webhook serve` processes on this machine and
@@ -331,16 +378,22 @@ func describe(c *Cluster) string {
 	return out + "\n" + logs
 }
 
-// optIn sets autoLabel in the webhook's ConfigMap and waits until every webhook pod acts on
-// it: a dry-run CREATE of a p4d.24xlarge, which goes through the webhook like any other, comes
-// back labeled (or not) several times in a row, so each pod behind the Service has answered.
+// optIn sets autoLabel in the webhook's ConfigMap and waits until every webhook pod acts on it.
 func optIn(t *testing.T, c *Cluster, on bool) {
 	t.Helper()
-	ctx := context.Background()
-	if _, err := c.Kubectl(ctx, "-n", manifests.Namespace, "patch", "configmap", admit.DefaultConfigName, "--type=merge",
+	if _, err := c.Kubectl(context.Background(), "-n", manifests.Namespace, "patch", "configmap", admit.DefaultConfigName, "--type=merge",
 		"-p", fmt.Sprintf(`{"data":{%q:"%t"}}`, admit.KeyAutoLabel, on)); err != nil {
 		t.Fatal(err)
 	}
+	waitAutoLabel(t, c, on)
+}
+
+// waitAutoLabel waits until every webhook pod acts on autoLabel=on: a dry-run CREATE of a
+// p4d.24xlarge, which goes through the webhook like any other, comes back labeled (or not)
+// several times in a row, so each pod behind the Service has answered.
+func waitAutoLabel(t *testing.T, c *Cluster, on bool) {
+	t.Helper()
+	ctx := context.Background()
 	probe := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "dry-run-probe", Labels: map[string]string{instanceType: "p4d.24xlarge"}}}
 	streak := 0
 	eventually(t, c, fmt.Sprintf("every webhook pod to act on autoLabel=%t", on), time.Minute, func() bool {
@@ -366,10 +419,8 @@ func clientFor(t *testing.T, cfg *rest.Config) kubernetes.Interface {
 
 // waitEndpoints waits until the webhook's Service has ready endpoints and kube-proxy's rules
 // send its traffic to exactly those: from then on the apiserver's calls meet the pods there are.
-func waitEndpoints(t *testing.T, c *Cluster, ready int) {
+func waitEndpoints(t *testing.T, c *Cluster, ready, webhookPort int) {
 	t.Helper()
-	// The webhook container's port, where the Service's traffic goes.
-	webhookPort := int(manifests.Deployment().Spec.Template.Spec.Containers[0].Ports[0].ContainerPort)
 	ctx := context.Background()
 	var want []string
 	eventually(t, c, fmt.Sprintf("the webhook's Service to have %d ready endpoints", ready), time.Minute, func() bool {
