@@ -69,7 +69,7 @@ func TestChartOnRealNode(t *testing.T) {
 	if !strings.Contains(notes, "helm test "+release) {
 		t.Errorf("NOTES:\n%s", notes)
 	}
-	defaults := &webhookInstall{replicas: 2, port: int(manifests.PodPorts.Webhook)}
+	defaults := &webhookInstall{name: "defaults: ", replicas: 2, port: int(manifests.PodPorts.Webhook)}
 
 	t.Run("defaults: system-cluster-critical pods admitted by the chart's quota, serving on 10250 behind the Service", func(t *testing.T) {
 		checkPods(t, c, "restricted", defaults.replicas)
@@ -109,7 +109,7 @@ func TestChartOnRealNode(t *testing.T) {
 		helmTest(t, c, true, "answered a dry-run review")
 	})
 
-	hostNet := &webhookInstall{replicas: 1, port: int(manifests.HostNetworkPorts.Webhook)}
+	hostNet := &webhookInstall{name: "hostNetwork: ", replicas: 1, port: int(manifests.HostNetworkPorts.Webhook)}
 	t.Run("helm upgrade to hostNetwork while nodes join: no node left unlabeled", func(t *testing.T) {
 		optIn(t, c, true)
 		// What NOTES say the node's network needs.

@@ -86,6 +86,7 @@ func startCluster(t *testing.T) *Cluster {
 
 // webhookInstall is what the scenarios need to know of how the webhook was installed.
 type webhookInstall struct {
+	name     string // said before each scenario's name, when a test runs them on more than one install
 	replicas int
 	port     int // the webhook container's port, where the Service's traffic goes
 	// baseline is the slowest CREATE seen with the webhook up, for comparison.
@@ -106,7 +107,7 @@ func runScenarios(t *testing.T, c *Cluster, in *webhookInstall) {
 			t.Logf("skipped with %d replica(s): %s", in.replicas, s.name)
 			continue
 		}
-		t.Run(s.name, func(t *testing.T) { s.run(t, c, in) })
+		t.Run(in.name+s.name, func(t *testing.T) { s.run(t, c, in) })
 	}
 }
 
@@ -237,7 +238,7 @@ var scenarios = []scenario{
 		// the apiserver's dial is refused at once. (Before that, for the second or so the rules
 		// lag, a dial goes to a pod address that is gone and waits the webhook's whole timeout.)
 		timeout := time.Duration(*manifests.Mutating("", nil).Webhooks[0].TimeoutSeconds) * time.Second
-		t.Logf("CREATE with the webhook down: slowest %v (with the webhook up: %v; its timeout %v)", slowest, in.baseline, timeout)
+		t.Logf("CREATE with the webhook down: slowest %v (with the webhook up, as pods were deleted: %v; its timeout %v)", slowest, in.baseline, timeout)
 		if slowest > timeout/3 {
 			t.Errorf("a CREATE with the webhook down took %v (its timeout %v): the apiserver waited on a webhook that is not there instead of being refused", slowest, timeout)
 		}
