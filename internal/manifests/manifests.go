@@ -419,15 +419,10 @@ func Marshal(objs ...any) ([]byte, error) {
 	var b strings.Builder
 	b.WriteString(header)
 	for i, o := range objs {
-		raw, err := json.Marshal(o)
+		m, err := prunedMap(o)
 		if err != nil {
 			return nil, err
 		}
-		var m map[string]any
-		if err := json.Unmarshal(raw, &m); err != nil {
-			return nil, err
-		}
-		prune(m)
 		y, err := yaml.Marshal(m)
 		if err != nil {
 			return nil, err
@@ -438,6 +433,20 @@ func Marshal(objs ...any) ([]byte, error) {
 		b.Write(y)
 	}
 	return []byte(b.String()), nil
+}
+
+// prunedMap is an object as the manifests write it.
+func prunedMap(o any) (map[string]any, error) {
+	raw, err := json.Marshal(o)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	prune(m)
+	return m, nil
 }
 
 // prune drops null values and empty objects left by zero-valued typed fields.

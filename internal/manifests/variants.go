@@ -203,17 +203,12 @@ func variantPatches(v Variant) ([]objectPatch, error) {
 	return out, nil
 }
 
-// prunedJSON is an object as the manifests write it.
+// prunedJSON is an object as the manifests write it, in JSON.
 func prunedJSON(o any) ([]byte, error) {
-	raw, err := json.Marshal(o)
+	m, err := prunedMap(o)
 	if err != nil {
 		return nil, err
 	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, err
-	}
-	prune(m)
 	return json.Marshal(m)
 }
 
