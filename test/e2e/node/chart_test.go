@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/manifests"
 )
 
@@ -46,7 +47,8 @@ func mustHelm(t *testing.T, c *Cluster, args ...string) string {
 // start only by the quota the chart ships; the webhook serves on 10250 in the pods' network,
 // reached through the Service. `helm test` passes, and fails when the webhook is gone. Then
 // `helm upgrade` to hostNetwork while nodes join leaves no node unlabeled; the apiserver reaches
-// the webhook at the node's address, on ports beside the kubelet's 10250; the scenarios again.
+// the webhook at the node's address, on ports beside the kubelet's 10250; the scenarios again;
+// and once more from a fresh install with hostNetwork.
 func TestChartOnRealNode(t *testing.T) {
 	c := startCluster(t)
 	ctx := context.Background()
@@ -190,6 +192,25 @@ func TestChartOnRealNode(t *testing.T) {
 			t.Errorf("the quota outlived the uninstall: %v", err)
 		}
 		eventually(t, c, "the webhook's pods to be gone", 2*time.Minute, func() bool { return len(webhookPods(t, c)) == 0 })
+	})
+
+	t.Run("installed afresh with hostNetwork, the kubelet's CREATE is labeled", func(t *testing.T) {
+		mustHelm(t, c, "install", release, chart, "-n", ns, "--set", "certificates.mode=self-signed", "--set", "config.autoLabel=true",
+			"--set", "hostNetwork.enabled=true", "--set", fmt.Sprintf("replicas=%d", hostNet.replicas))
+		defer mustHelm(t, c, "uninstall", release, "-n", ns, "--wait")
+		waitRollout(t, c)
+		checkPods(t, c, "privileged", hostNet.replicas)
+		waitEndpoints(t, c, hostNet.replicas, hostNet.port)
+		waitAutoLabel(t, c, true)
+		if err := c.Reregister(ctx, map[string]string{instanceType: "p4d.24xlarge"}); err != nil {
+			t.Fatal(err)
+		}
+		if got := getNode(t, c, nodeName).Labels[admit.DefaultLabelKey]; got != "a100" {
+			t.Errorf("label %q, want a100", got)
+		}
+		if by, want := labeledBy(t, c, nodeName), "system:node:"+nodeName+" create"; by != want {
+			t.Errorf("the label was added to %q; want the kubelet's own CREATE (%s)", by, want)
+		}
 	})
 }
 
