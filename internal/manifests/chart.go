@@ -3,6 +3,7 @@ package manifests
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path"
 	"strings"
 
@@ -30,7 +31,7 @@ func chartValues() map[string]any {
 		config[k.Key] = ""
 	}
 	config[admit.KeyAutoLabel] = "false"
-	return map[string]any{
+	values := map[string]any{
 		"image":             map[string]any{"repository": strings.Split(Image, ":")[0], "tag": strings.Split(Image, ":")[1], "pullPolicy": "IfNotPresent"},
 		"replicas":          *d.Spec.Replicas,
 		"resources":         c.Resources,
@@ -48,8 +49,10 @@ func chartValues() map[string]any {
 		},
 		"auditOnly":      false,
 		"policyMode":     false,
-		"serviceMonitor": map[string]any{"enabled": false, "interval": "30s", "labels": map[string]any{}},
+		"serviceMonitor": map[string]any{"enabled": false, "interval": ScrapeInterval, "labels": map[string]any{}},
 	}
+	maps.Copy(values, observabilityValues())
+	return values
 }
 
 // chartSchema makes a typo in values fail at install: every object says which keys it has.
@@ -64,29 +67,31 @@ func chartSchema() map[string]any {
 		// --set config.autoLabel=true gives a boolean: the template quotes every value.
 		configProps[k.Key] = map[string]any{"type": []string{"string", "boolean"}, "description": k.Doc}
 	}
+	props := map[string]any{
+		"image":             obj(map[string]any{"repository": str, "tag": str, "pullPolicy": map[string]any{"type": "string", "enum": []string{"Always", "IfNotPresent", "Never"}}}),
+		"replicas":          map[string]any{"type": "integer", "minimum": 0},
+		"resources":         free,
+		"nodeSelector":      map[string]any{"type": "object", "additionalProperties": str},
+		"tolerations":       map[string]any{"type": "array"},
+		"affinity":          free,
+		"priorityClassName": str,
+		"podLabels":         map[string]any{"type": "object", "additionalProperties": str},
+		"podAnnotations":    map[string]any{"type": "object", "additionalProperties": str},
+		"config":            obj(configProps),
+		"certificates": obj(map[string]any{
+			"mode":       map[string]any{"type": "string", "enum": []string{"cert-manager", "self-signed", "secret"}},
+			"secretName": str,
+			"caBundle":   map[string]any{"type": "string", "description": "base64 PEM CA that signed the Secret's certificate (mode secret)"},
+		}),
+		"auditOnly":      map[string]any{"type": "boolean"},
+		"policyMode":     map[string]any{"type": "boolean", "description": "admission policies the apiserver runs instead of the webhook (Kubernetes 1.36+)"},
+		"serviceMonitor": obj(map[string]any{"enabled": map[string]any{"type": "boolean"}, "interval": str, "labels": map[string]any{"type": "object", "additionalProperties": str}}),
+	}
+	maps.Copy(props, observabilitySchema())
 	return map[string]any{
 		"$schema": "https://json-schema.org/draft-07/schema#",
 		"type":    "object", "additionalProperties": false,
-		"properties": map[string]any{
-			"image":             obj(map[string]any{"repository": str, "tag": str, "pullPolicy": map[string]any{"type": "string", "enum": []string{"Always", "IfNotPresent", "Never"}}}),
-			"replicas":          map[string]any{"type": "integer", "minimum": 0},
-			"resources":         free,
-			"nodeSelector":      map[string]any{"type": "object", "additionalProperties": str},
-			"tolerations":       map[string]any{"type": "array"},
-			"affinity":          free,
-			"priorityClassName": str,
-			"podLabels":         map[string]any{"type": "object", "additionalProperties": str},
-			"podAnnotations":    map[string]any{"type": "object", "additionalProperties": str},
-			"config":            obj(configProps),
-			"certificates": obj(map[string]any{
-				"mode":       map[string]any{"type": "string", "enum": []string{"cert-manager", "self-signed", "secret"}},
-				"secretName": str,
-				"caBundle":   map[string]any{"type": "string", "description": "base64 PEM CA that signed the Secret's certificate (mode secret)"},
-			}),
-			"auditOnly":      map[string]any{"type": "boolean"},
-			"policyMode":     map[string]any{"type": "boolean", "description": "admission policies the apiserver runs instead of the webhook (Kubernetes 1.36+)"},
-			"serviceMonitor": obj(map[string]any{"enabled": map[string]any{"type": "boolean"}, "interval": str, "labels": map[string]any{"type": "object", "additionalProperties": str}}),
-		},
+		"properties": props,
 	}
 }
 
@@ -141,15 +146,17 @@ annotations:
 		files[path.Join("templates", name)] = []byte(serverOnly(releaseNamespace(string(b))))
 	}
 	for name, render := range map[string]func() (string, error){
-		"deployment.yaml":     deploymentTemplate,
-		"webhook.yaml":        webhookTemplate,
-		"servicemonitor.yaml": func() (string, error) { return serviceMonitorTemplate, nil },
+		"deployment.yaml": deploymentTemplate,
+		"webhook.yaml":    webhookTemplate,
 	} {
 		text, err := render()
 		if err != nil {
 			return nil, err
 		}
 		files[path.Join("templates", name)] = []byte(serverOnly(text))
+	}
+	if err := observabilityTemplates(files); err != nil {
+		return nil, err
 	}
 	// The ConfigMap is the webhook's config and the policies' params alike.
 	text, err := configMapTemplate()
@@ -371,24 +378,3 @@ func indentAll(prefix string, lines []string) []string {
 	}
 	return out
 }
-
-const serviceMonitorTemplate = header + `{{- if .Values.serviceMonitor.enabled }}
-apiVersion: monitoring.coreos.com/v1
-kind: ServiceMonitor
-metadata:
-  name: ` + Name + `
-  namespace: {{ .Release.Namespace }}
-  labels:
-    app.kubernetes.io/name: ` + Name + `
-    {{- with .Values.serviceMonitor.labels }}
-    {{- toYaml . | nindent 4 }}
-    {{- end }}
-spec:
-  selector:
-    matchLabels:
-      app.kubernetes.io/name: ` + Name + `
-  endpoints:
-  - port: metrics
-    interval: {{ .Values.serviceMonitor.interval }}
-{{- end }}
-`
