@@ -89,6 +89,7 @@ func RecognitionReference() string {
 }
 
 var sections = map[string]func() string{
+	"alerts-reference":      AlertsReference,
 	"config-reference":      ConfigReference,
 	"metrics-reference":     MetricsReference,
 	"recognition-reference": RecognitionReference,

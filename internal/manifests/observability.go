@@ -172,7 +172,7 @@ func PrometheusRule() *monitoringv1.PrometheusRule {
 					fmt.Sprintf(`sum by (name) (increase(apiserver_admission_webhook_fail_open_count{name=~%q}[10m])) > 0`, webhookNames()),
 					"", "warning",
 					"The apiserver could not call {{ $labels.name }} and let node writes through without it.",
-					"The apiserver failed open on {{ $value | humanize }} calls to {{ $labels.name }} in 10 minutes (timeouts, "+
+					"In the last 10 minutes the apiserver failed open calling {{ $labels.name }} (timeouts, "+
 						"connection or TLS errors): those node writes went through unlabeled. The apiserver's log names the error."),
 				alert("GPULabelWebhookCallsRejected",
 					fmt.Sprintf(`sum by (name, error_type) (increase(apiserver_admission_webhook_rejection_count{name=~%q}[10m])) > 0`, webhookNames()),
@@ -432,4 +432,28 @@ func enabledOnly(key, text string) string {
 func helmLiteral(text string) string {
 	re := regexp.MustCompile(`\{\{.*?\}\}`)
 	return re.ReplaceAllStringFunc(text, func(m string) string { return "{{`" + m + "`}}" })
+}
+
+// AlertsReference is the README's table of the shipped alerts.
+func AlertsReference() string {
+	var b strings.Builder
+	b.WriteString("| alert | metrics | severity | for | fires when |\n|---|---|---|---|---|\n")
+	for _, g := range PrometheusRule().Spec.Groups {
+		for _, r := range g.Rules {
+			from := "the webhook's"
+			if g.Name == RuleGroupAPIServer {
+				from = "the apiserver's"
+			}
+			forDur := "at once"
+			if r.For != nil {
+				forDur = string(*r.For)
+			}
+			if strings.Contains(r.Expr.String(), "kube_node_") {
+				from = "the webhook's and kube-state-metrics'"
+			}
+			fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", r.Alert, from, r.Labels["severity"], forDur,
+				strings.NewReplacer("{{ $labels.", "<", " }}", ">", "|", "\\|").Replace(r.Annotations["summary"]))
+		}
+	}
+	return b.String()
 }

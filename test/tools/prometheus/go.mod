@@ -1,5 +1,7 @@
 // Module that pins promtool, which checks the shipped PrometheusRule and runs its unit tests
-// (make verify). Kept apart from the project's module: Prometheus's dependency graph is large.
+// (make verify), and whose tests parse every query the rules and the dashboard make with
+// Prometheus's own parser. Kept apart from the project's module, which it reads through the
+// replace below: Prometheus's dependency graph is large.
 module github.com/gpu-label-webhook/gpu-label-webhook/test/tools/prometheus
 
 go 1.26.7
@@ -8,7 +10,9 @@ tool github.com/prometheus/prometheus/cmd/promtool
 
 require (
 	github.com/gpu-label-webhook/gpu-label-webhook v0.0.0
+	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/prometheus v0.316.0
+	sigs.k8s.io/yaml v1.6.0
 )
 
 require (
@@ -162,7 +166,6 @@ require (
 	github.com/prometheus/alertmanager v0.34.1 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/client_golang/exp v0.0.0-20261019101427-217707f26b14 // indirect
-	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.1 // indirect
 	github.com/prometheus/exporter-toolkit v0.20.0 // indirect
 	github.com/prometheus/otlptranslator v1.0.0 // indirect
@@ -219,7 +222,6 @@ require (
 	sigs.k8s.io/json v0.0.0-20250730193827-2d320260d730 // indirect
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
-	sigs.k8s.io/yaml v1.6.0 // indirect
 )
 
 replace github.com/gpu-label-webhook/gpu-label-webhook => ../../..
