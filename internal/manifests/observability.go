@@ -144,9 +144,10 @@ func PrometheusRule() *monitoringv1.PrometheusRule {
 						"and that Prometheus scrapes it (job "+Job+")."),
 				alert("GPULabelWebhookConfigInvalid",
 					fmt.Sprintf(`gpu_label_webhook_config_valid{%s} == 0`, own), "5m", "warning",
-					"gpu-label-webhook rejected its ConfigMap.",
-					"Pod {{ $labels.pod }} rejected the ConfigMap "+admit.DefaultConfigName+" and keeps the last good config (or the "+
-						"warn-only default). Admission warnings and the pod's log say why; fix the ConfigMap."),
+					"gpu-label-webhook has rejected its ConfigMap, or not read it yet.",
+					"Pod {{ $labels.pod }} has no valid read of the ConfigMap "+admit.DefaultConfigName+" in force: it rejected it "+
+						"and keeps the last good config (or the warn-only default), or it cannot reach the apiserver to read it. "+
+						"Admission warnings and the pod's log say which; fix the ConfigMap."),
 				alert("GPULabelWebhookGPUNodesUnlabeled",
 					fmt.Sprintf(`sum by (namespace, reason) (increase(gpu_label_webhook_findings_total{%s, reason=~%q}[30m])) > 0`,
 						own, reasonsRegexp(unlabeledReasons)), "30m", "info",
