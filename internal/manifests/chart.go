@@ -67,32 +67,32 @@ func chartSchema() map[string]any {
 		// --set config.autoLabel=true gives a boolean: the template quotes every value.
 		configProps[k.Key] = map[string]any{"type": []string{"string", "boolean"}, "description": k.Doc}
 	}
-	props := map[string]any{
-		"image":             obj(map[string]any{"repository": str, "tag": str, "pullPolicy": map[string]any{"type": "string", "enum": []string{"Always", "IfNotPresent", "Never"}}}),
-		"replicas":          map[string]any{"type": "integer", "minimum": 0},
-		"resources":         free,
-		"nodeSelector":      map[string]any{"type": "object", "additionalProperties": str},
-		"tolerations":       map[string]any{"type": "array"},
-		"affinity":          free,
-		"priorityClassName": str,
-		"podLabels":         map[string]any{"type": "object", "additionalProperties": str},
-		"podAnnotations":    map[string]any{"type": "object", "additionalProperties": str},
-		"config":            obj(configProps),
-		"certificates": obj(map[string]any{
-			"mode":       map[string]any{"type": "string", "enum": []string{"cert-manager", "self-signed", "secret"}},
-			"secretName": str,
-			"caBundle":   map[string]any{"type": "string", "description": "base64 PEM CA that signed the Secret's certificate (mode secret)"},
-		}),
-		"auditOnly":      map[string]any{"type": "boolean"},
-		"policyMode":     map[string]any{"type": "boolean", "description": "admission policies the apiserver runs instead of the webhook (Kubernetes 1.36+)"},
-		"serviceMonitor": obj(map[string]any{"enabled": map[string]any{"type": "boolean"}, "interval": str, "labels": map[string]any{"type": "object", "additionalProperties": str}}),
-	}
-	maps.Copy(props, observabilitySchema())
-	return map[string]any{
+	schema := map[string]any{
 		"$schema": "https://json-schema.org/draft-07/schema#",
 		"type":    "object", "additionalProperties": false,
-		"properties": props,
+		"properties": map[string]any{
+			"image":             obj(map[string]any{"repository": str, "tag": str, "pullPolicy": map[string]any{"type": "string", "enum": []string{"Always", "IfNotPresent", "Never"}}}),
+			"replicas":          map[string]any{"type": "integer", "minimum": 0},
+			"resources":         free,
+			"nodeSelector":      map[string]any{"type": "object", "additionalProperties": str},
+			"tolerations":       map[string]any{"type": "array"},
+			"affinity":          free,
+			"priorityClassName": str,
+			"podLabels":         map[string]any{"type": "object", "additionalProperties": str},
+			"podAnnotations":    map[string]any{"type": "object", "additionalProperties": str},
+			"config":            obj(configProps),
+			"certificates": obj(map[string]any{
+				"mode":       map[string]any{"type": "string", "enum": []string{"cert-manager", "self-signed", "secret"}},
+				"secretName": str,
+				"caBundle":   map[string]any{"type": "string", "description": "base64 PEM CA that signed the Secret's certificate (mode secret)"},
+			}),
+			"auditOnly":      map[string]any{"type": "boolean"},
+			"policyMode":     map[string]any{"type": "boolean", "description": "admission policies the apiserver runs instead of the webhook (Kubernetes 1.36+)"},
+			"serviceMonitor": obj(map[string]any{"enabled": map[string]any{"type": "boolean"}, "interval": str, "labels": map[string]any{"type": "object", "additionalProperties": str}}),
+		},
 	}
+	maps.Copy(schema["properties"].(map[string]any), observabilitySchema())
+	return schema
 }
 
 // ChartFiles renders the chart's files, keyed by path under ChartDir.
