@@ -59,13 +59,15 @@ e2e: tools build ## End-to-end tests against kube-apiserver and etcd built from 
 e2e-node: tools node-tools build image $(BIN)/image/pause.tar ## End-to-end tests on a real node: kubelet, containerd, the image, the README's install (root)
 	$(GO) test -tags e2e -count=1 -timeout 20m -v ./test/e2e/node/ 2>&1 | tee $(BIN)/e2e-node.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go'
 
-verify: $(BIN)/actionlint ## gofmt, go vet, the manifests match their generator, the workflows pass actionlint
+verify: $(BIN)/actionlint $(BIN)/promtool ## gofmt, go vet, the manifests match their generator, the workflows pass actionlint, the alerts pass promtool
 	@test -z "$$(gofmt -l cmd internal certs test)" || { gofmt -l cmd internal certs test; echo 'gofmt: files above need formatting'; exit 1; }
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/e2e/...
 	$(GO) vet -C test/tools/image ./...
 	$(GO) test -count=1 -run 'TestManifestsUpToDate|TestREADMEUpToDate' ./internal/manifests
 	ACTIONLINT=$(abspath $(BIN)/actionlint) $(GO) test -count=1 -run 'TestWorkflows' ./test/ci
+	$(GO) vet -C test/tools/prometheus ./...
+	PROMTOOL=$(abspath $(BIN)/promtool) $(GO) test -C test/tools/prometheus -count=1 ./...
 
 manifests: ## Regenerate manifests/, the Helm chart and the README's reference sections
 	$(GO) run ./cmd/webhook manifests --dir manifests --chart-dir charts/gpu-label-webhook --readme README.md
@@ -130,6 +132,11 @@ $(BIN)/image-builder: test/tools/image/go.mod test/tools/image/go.sum $(filter-o
 
 $(BIN)/crane: test/tools/image/go.mod test/tools/image/go.sum
 	$(GO) build -C test/tools/image -trimpath -o $(abspath $@) github.com/google/go-containerregistry/cmd/crane
+
+# promtool (make verify checks the PrometheusRule and runs its unit tests), at the Prometheus
+# version test/tools/prometheus pins.
+$(BIN)/promtool: test/tools/prometheus/go.mod test/tools/prometheus/go.sum
+	$(GO) build -C test/tools/prometheus -trimpath -ldflags "-s -w" -o $(abspath $@) github.com/prometheus/prometheus/cmd/promtool
 
 # actionlint (make verify) and cyclonedx-gomod (make dist), at the versions test/tools/ci pins.
 $(BIN)/actionlint: test/tools/ci/go.mod test/tools/ci/go.sum

@@ -52,9 +52,10 @@ func chartValues() map[string]any {
 		},
 		"auditOnly":      false,
 		"policyMode":     false,
-		"serviceMonitor": map[string]any{"enabled": false, "interval": "30s", "labels": map[string]any{}},
+		"serviceMonitor": map[string]any{"enabled": false, "interval": ScrapeInterval, "labels": map[string]any{}},
 	}
 	maps.Copy(values, installValues())
+	maps.Copy(values, observabilityValues())
 	return values
 }
 
@@ -70,7 +71,7 @@ func chartSchema() map[string]any {
 	}
 	props := map[string]any{
 		"image": obj(map[string]any{
-			"registry":   describe(str, "registry host (and path) put before the repository, e.g. ghcr.io/my-org; empty: the repository names it"),
+			"registry":   describe(str, "registry host (and path) put before the repository, e.g. registry.example.com/my-org; empty: the repository names it"),
 			"repository": str,
 			"tag":        describe(str, "empty: the chart's appVersion"),
 			"digest":     describe(map[string]any{"type": "string", "pattern": "^(sha256:[a-f0-9]{64})?$"}, "sha256:...; when set the image is pulled by digest and the tag is not used"),
@@ -95,6 +96,7 @@ func chartSchema() map[string]any {
 		"serviceMonitor": obj(map[string]any{"enabled": map[string]any{"type": "boolean"}, "interval": str, "labels": map[string]any{"type": "object", "additionalProperties": str}}),
 	}
 	maps.Copy(props, installSchema())
+	maps.Copy(props, observabilitySchema())
 	return map[string]any{
 		"$schema": "https://json-schema.org/draft-07/schema#",
 		"type":    "object", "additionalProperties": false,
@@ -165,16 +167,18 @@ annotations:
 		files[path.Join("templates", name)] = []byte(serverOnly(releaseNamespace(string(b))))
 	}
 	for name, render := range map[string]func() (string, error){
-		"deployment.yaml":     deploymentTemplate,
-		"webhook.yaml":        webhookTemplate,
-		"servicemonitor.yaml": func() (string, error) { return serviceMonitorTemplate, nil },
-		"resourcequota.yaml":  quotaTemplate,
+		"deployment.yaml":    deploymentTemplate,
+		"webhook.yaml":       webhookTemplate,
+		"resourcequota.yaml": quotaTemplate,
 	} {
 		text, err := render()
 		if err != nil {
 			return nil, err
 		}
 		files[path.Join("templates", name)] = []byte(serverOnly(text))
+	}
+	if err := observabilityTemplates(files); err != nil {
+		return nil, err
 	}
 	// The ConfigMap is the webhook's config and the policies' params alike.
 	text, err := configMapTemplate()
@@ -456,24 +460,3 @@ func indentAll(prefix string, lines []string) []string {
 	}
 	return out
 }
-
-const serviceMonitorTemplate = header + `{{- if .Values.serviceMonitor.enabled }}
-apiVersion: monitoring.coreos.com/v1
-kind: ServiceMonitor
-metadata:
-  name: ` + Name + `
-  namespace: {{ .Release.Namespace }}
-  labels:
-    app.kubernetes.io/name: ` + Name + `
-    {{- with .Values.serviceMonitor.labels }}
-    {{- toYaml . | nindent 4 }}
-    {{- end }}
-spec:
-  selector:
-    matchLabels:
-      app.kubernetes.io/name: ` + Name + `
-  endpoints:
-  - port: metrics
-    interval: {{ .Values.serviceMonitor.interval }}
-{{- end }}
-`

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
@@ -31,11 +32,11 @@ func ConfigReference() string {
 	return b.String()
 }
 
-// MetricsReference lists every metric the server exports.
-func MetricsReference() string {
+// ExportedMetrics are the families of the webhook's own metrics, from the registry the server
+// fills, each vector touched once so that Gather reports it.
+func ExportedMetrics() []*dto.MetricFamily {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
-	// Touch each vector once so Gather reports it.
 	m.Requests.WithLabelValues("", "", "")
 	m.Latency.WithLabelValues("")
 	m.Findings.WithLabelValues("")
@@ -45,6 +46,12 @@ func MetricsReference() string {
 	if err != nil {
 		panic(err)
 	}
+	return families
+}
+
+// MetricsReference lists every metric the server exports.
+func MetricsReference() string {
+	families := ExportedMetrics()
 	var b strings.Builder
 	b.WriteString("| metric | type | labels | meaning |\n|---|---|---|---|\n")
 	for _, f := range families {
@@ -82,6 +89,7 @@ func RecognitionReference() string {
 }
 
 var sections = map[string]func() string{
+	"alerts-reference":      AlertsReference,
 	"config-reference":      ConfigReference,
 	"metrics-reference":     MetricsReference,
 	"recognition-reference": RecognitionReference,

@@ -403,7 +403,7 @@ replacements:
         options:
           create: true
 `, TLSSecretName, Namespace, TLSSecretName, MutatingName))
-	return files, nil
+	return files, observabilityFiles(files)
 }
 
 func withAnnotation(v *admissionregistrationv1.ValidatingWebhookConfiguration, kv string) *admissionregistrationv1.ValidatingWebhookConfiguration {

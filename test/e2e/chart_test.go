@@ -154,6 +154,9 @@ func TestHelmChart(t *testing.T) {
 	t.Run("policy mode is the policy overlay", func(t *testing.T) { sameAsOverlay(t, "overlays/policy", "policyMode=true") })
 	t.Run("hostNetwork is the host-network overlay", func(t *testing.T) { sameAsOverlay(t, "overlays/host-network", "hostNetwork.enabled=true") })
 	t.Run("openshift is the openshift overlay", func(t *testing.T) { sameAsOverlay(t, "overlays/openshift", "openshift=true") })
+	t.Run("monitoring, dashboard and network policy are the observability overlay", func(t *testing.T) {
+		sameAsOverlay(t, "overlays/observability", "serviceMonitor.enabled=true", "prometheusRule.enabled=true", "grafanaDashboard.enabled=true", "networkPolicy.enabled=true")
+	})
 	t.Run("a typo in values fails", func(t *testing.T) {
 		for _, bad := range []string{"replicsa=3", "certificates.mode=letsencrypt", "config.autolabel=true"} {
 			if out, err := run(t, helmBin, "template", "x", chart, "--kube-version", "1.37.2", "--set", bad); err == nil || !strings.Contains(string(out), "schema") {
