@@ -114,7 +114,7 @@ func TestHelmChartObservabilityValues(t *testing.T) {
 		for _, kv := range set {
 			args = append(args, "--set", kv)
 		}
-		return objects(t, h.helm(t, args...))
+		return withoutHelm(objects(t, h.helm(t, args...)))
 	}
 	dig := func(o map[string]any, path ...string) any {
 		var v any = o
