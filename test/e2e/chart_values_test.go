@@ -297,6 +297,31 @@ func TestChartValues(t *testing.T) {
 				t.Error("policy mode renders a server or a test, or no policy")
 			}
 		}},
+		"networkPolicy: the serving port from the CIDRs given, metrics from the namespace given": {
+			set: []string{"networkPolicy.enabled=true", "networkPolicy.metricsNamespace=prom", "networkPolicy.apiserverCIDRs={172.16.0.0/28}"},
+			check: func(t *testing.T, r rendered) {
+				spec := dig(r.get("NetworkPolicy", manifests.NetworkPolicyName), "spec")
+				if dig(spec, "ingress", 0, "from", 0, "ipBlock", "cidr") != "172.16.0.0/28" || dig(spec, "ingress", 0, "ports", 0, "port") != "https" {
+					t.Errorf("serving ingress %s", str(dig(spec, "ingress", 0)))
+				}
+				if dig(spec, "ingress", 1, "from", 0, "namespaceSelector", "matchLabels", "kubernetes.io/metadata.name") != "prom" || dig(spec, "ingress", 1, "ports", 0, "port") != "metrics" {
+					t.Errorf("metrics ingress %s", str(dig(spec, "ingress", 1)))
+				}
+			}},
+		"prometheusRule with the labels Prometheus selects rules by": {set: []string{"prometheusRule.enabled=true", "prometheusRule.labels.release=kps"}, check: func(t *testing.T, r rendered) {
+			if pr := r.get("PrometheusRule", manifests.RuleName); dig(pr, "metadata", "labels", "release") != "kps" || dig(pr, "spec", "groups", 0) == nil {
+				t.Errorf("rule %s", str(dig(pr, "metadata")))
+			}
+		}},
+		"grafanaDashboard in Grafana's namespace, with the sidecar's label and the annotations given": {
+			set: []string{"grafanaDashboard.enabled=true", "grafanaDashboard.namespace=grafana", "grafanaDashboard.labels.team=gpu", "grafanaDashboard.annotations.grafana_folder=GPUs"},
+			check: func(t *testing.T, r rendered) {
+				cm := r["ConfigMap grafana/"+manifests.DashboardName]
+				md := dig(cm, "metadata")
+				if dig(md, "labels", "team") != "gpu" || dig(md, "annotations", "grafana_folder") != "GPUs" || dig(cm, "data") == nil {
+					t.Errorf("dashboard %s", str(md))
+				}
+			}},
 		"the helm test runs check --require-webhook --probe on the release, as its own ServiceAccount, removed after the test": {check: func(t *testing.T, r rendered) {
 			pod := r.testPod()
 			if args := str(dig(pod, "containers", 0, "args")); args != `["check","--namespace=`+renderNS+`","--require-webhook","--probe"]` {
