@@ -100,6 +100,8 @@ type Node struct {
 	Labels      map[string]string
 	Capacity    map[string]resource.Quantity
 	Allocatable map[string]resource.Quantity // read when Capacity shows no accelerator
+	// Devices are what DRA drivers publish for the node in ResourceSlices (NodeDevices).
+	Devices []Device
 }
 
 // Evidence is one source's opinion of the model.
@@ -129,6 +131,10 @@ type Inference struct {
 	// say it has (0 when unknown or fractional).
 	InstanceType  string
 	ExpectedCount int64
+	// DeviceCount is the number of physical GPUs the node's ResourceSlices publish, and
+	// DeviceDrivers the DRA drivers that publish them.
+	DeviceCount   int64
+	DeviceDrivers []string
 	// Model is the chosen model, nil when no evidence names one. Derived is set when the model
 	// was made from a product string the tables do not know.
 	Model   *Model
@@ -195,12 +201,16 @@ func (kb *KB) Infer(n Node) Inference {
 		}
 	}
 
+	if len(n.Devices) > 0 {
+		kb.readDevices(&in, n.Devices)
+	}
+
 	in.resolve()
 	if in.Kind == "" {
 		switch {
 		case in.Model != nil:
 			in.Kind = in.Model.Kind
-		case len(in.Evidence) > 0:
+		case len(in.Evidence) > 0 || in.DeviceCount > 0:
 			in.Kind = KindGPU
 		}
 	}

@@ -82,11 +82,12 @@ type KB struct {
 	overrides     map[string]*InstanceType // from the user's config; win over instanceTypes
 	conventions   []*Convention            // in order of trust
 	pci           map[string]*PCIDevice    // vendor+device -> device
+	devices       []*DeviceConvention      // the DRA devices read, devices.tsv
 }
 
 // Tables are the knowledge base's data files' text.
 type Tables struct {
-	Models, InstanceTypes, Labels, PCI []byte
+	Models, InstanceTypes, Labels, PCI, Devices []byte
 }
 
 var (
@@ -98,13 +99,15 @@ var (
 	labelsTSV []byte
 	//go:embed data/pci_ids.tsv
 	pciTSV []byte
+	//go:embed data/devices.tsv
+	devicesTSV []byte
 
 	defaultKB = sync.OnceValues(func() (*KB, error) { return Parse(EmbeddedTables()) })
 )
 
 // EmbeddedTables are the tables built into the binary.
 func EmbeddedTables() Tables {
-	return Tables{Models: modelsTSV, InstanceTypes: instanceTypesTSV, Labels: labelsTSV, PCI: pciTSV}
+	return Tables{Models: modelsTSV, InstanceTypes: instanceTypesTSV, Labels: labelsTSV, PCI: pciTSV, Devices: devicesTSV}
 }
 
 // Default returns the knowledge base built from the embedded tables. The tables are checked
@@ -199,6 +202,9 @@ func Parse(t Tables) (*KB, error) {
 	}
 	if err := kb.parsePCI(t.PCI); err != nil {
 		return nil, fmt.Errorf("pci ids: %w", err)
+	}
+	if kb.devices, err = kb.parseDevices(t.Devices); err != nil {
+		return nil, fmt.Errorf("devices: %w", err)
 	}
 	return kb, nil
 }
