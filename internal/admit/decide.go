@@ -31,6 +31,9 @@ const (
 	ReasonLabelInvalid     Reason = "AcceleratorLabelInvalid"
 	ReasonEvidenceConflict Reason = "AcceleratorEvidenceConflict"
 	ReasonGPUCountMismatch Reason = "GPUCountMismatch"
+	// ReasonSlicesOnly: only the node's ResourceSlices show its GPUs, so the matchConditions
+	// never send it to the webhook; the CLI says so.
+	ReasonSlicesOnly Reason = "GPUsOnlyInResourceSlices"
 )
 
 // Finding is one thing the webhook has to say about a node.
@@ -123,9 +126,17 @@ func Decide(cfg *Config, name string, node gpuinfo.Node, mayMutate bool) Decisio
 		d.add(ReasonEvidenceConflict, "node %s: %s=%s says %s, but %s=%s says %s; using %s",
 			name, c.Key, c.Value, c.Model, keyOf(in), valueOf(in), in.Model.Name, d.Value)
 	}
-	if in.Count > 0 && in.ExpectedCount > in.Count && !in.MIG && !in.Shared {
+	switch {
+	case in.Count > 0 && in.ExpectedCount > in.Count && !in.MIG && !in.Shared:
 		d.add(ReasonGPUCountMismatch, "node %s reports %d %s but instance type %s has %d; check the GPUs and the device plugin",
 			name, in.Count, in.Resource, in.InstanceType, in.ExpectedCount)
+	case in.Count == 0 && in.DeviceCount > 0 && in.ExpectedCount > in.DeviceCount:
+		d.add(ReasonGPUCountMismatch, "node %s publishes %d GPUs in ResourceSlices of %s but instance type %s has %d; check the GPUs and the DRA driver",
+			name, in.DeviceCount, strings.Join(in.DeviceDrivers, ", "), in.InstanceType, in.ExpectedCount)
+	}
+	if in.SlicesOnly && !d.HasLabel {
+		d.add(ReasonSlicesOnly, "node %s shows its GPUs only in ResourceSlices: nothing on the Node object does, so the webhook is never called for it; label it: kubectl label node %s %s=%s",
+			name, name, key, orPlaceholder(d.Value))
 	}
 	if d.Action == ActionNone && len(d.Warnings()) > 0 {
 		d.Action = ActionWarn
@@ -162,8 +173,11 @@ func (c *Config) optInHint(mayMutate bool, nodeLabels map[string]string) string 
 // describeEvidence says in a few words why the node is a GPU node and where the model came from.
 func describeEvidence(in *gpuinfo.Inference) string {
 	var parts []string
-	if in.Count > 0 {
+	switch {
+	case in.Count > 0:
 		parts = append(parts, fmt.Sprintf("%s: %d", in.Resource, in.Count))
+	case in.DeviceCount > 0:
+		parts = append(parts, fmt.Sprintf("%d GPUs in ResourceSlices of %s", in.DeviceCount, strings.Join(in.DeviceDrivers, ", ")))
 	}
 	if in.Model != nil {
 		parts = append(parts, fmt.Sprintf("%s=%s", keyOf(in), valueOf(in)))

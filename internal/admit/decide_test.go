@@ -1,6 +1,7 @@
 package admit
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -24,6 +25,15 @@ func gpuNode(labels map[string]string, gpus string) gpuinfo.Node {
 		n.Capacity = map[string]resource.Quantity{"nvidia.com/gpu": resource.MustParse(gpus), "cpu": resource.MustParse("96")}
 	}
 	return n
+}
+
+// draNode is a node whose DRA driver publishes n whole GPUs of one product.
+func draNode(labels map[string]string, product string, n int) gpuinfo.Node {
+	node := gpuinfo.Node{Labels: labels}
+	for i := range n {
+		node.Devices = append(node.Devices, gpuinfo.Device{Driver: "gpu.nvidia.com", Type: "gpu", Name: fmt.Sprintf("gpu-%d", i), GPU: fmt.Sprintf("GPU-%d", i), Product: product})
+	}
+	return node
 }
 
 func TestDecide(t *testing.T) {
@@ -113,6 +123,26 @@ func TestDecide(t *testing.T) {
 			config: map[string]string{KeyAutoLabel: "true", KeyLabelKey: "example.com/gpu"}, node: gpuNode(map[string]string{gpuinfo.LabelGKEAccelerator: "nvidia-l4", key: "l4"}, "1"), mayMutate: true,
 			action: ActionLabel, value: "l4", reasons: []Reason{ReasonLabeled},
 		},
+		"a node with only NFD's vendor label is labeled from its ResourceSlices": {
+			config: on, node: draNode(map[string]string{"feature.node.kubernetes.io/pci-10de.present": "true"}, "NVIDIA H100 80GB HBM3", 8), mayMutate: true,
+			action: ActionLabel, value: "h100", reasons: []Reason{ReasonLabeled},
+		},
+		"fewer GPUs in ResourceSlices than the instance type has": {
+			config: on, node: draNode(map[string]string{gpuinfo.LabelInstanceType: "p5.48xlarge", key: "h100"}, "NVIDIA H100 80GB HBM3", 7), mayMutate: true,
+			action: ActionWarn, value: "h100", reasons: []Reason{ReasonGPUCountMismatch},
+		},
+		"as many GPUs in ResourceSlices as the instance type has": {
+			config: on, node: draNode(map[string]string{gpuinfo.LabelInstanceType: "p5.48xlarge", key: "h100"}, "NVIDIA H100 80GB HBM3", 8), mayMutate: true,
+			action: ActionNone, value: "h100",
+		},
+		"a node whose GPUs only its slices show is one the webhook never sees": {
+			node: draNode(nil, "NVIDIA H100 80GB HBM3", 8), mayMutate: true,
+			action: ActionWarn, value: "h100", reasons: []Reason{ReasonLabelMissing, ReasonLabelMissing, ReasonSlicesOnly},
+		},
+		"such a node labeled already has nothing to say": {
+			node: draNode(map[string]string{key: "h100"}, "NVIDIA H100 80GB HBM3", 8), mayMutate: true,
+			action: ActionNone, value: "h100",
+		},
 		"config instance types name GPUs the tables lack": {
 			config: map[string]string{KeyAutoLabel: "true", KeyInstanceTypes: "lab-box: {gpu: RTX4090, count: 4}"}, node: gpuNode(map[string]string{gpuinfo.LabelInstanceType: "lab-box"}, "3"), mayMutate: true,
 			action: ActionLabel, value: "rtx4090", reasons: []Reason{ReasonLabeled, ReasonGPUCountMismatch},
@@ -184,5 +214,12 @@ func TestDecideIsIdempotent(t *testing.T) {
 	labels[DefaultLabelKey] = d.Value
 	if d2 := Decide(cfg, "n", gpuNode(labels, ""), true); d2.Action != ActionNone {
 		t.Errorf("second pass: %s %v", d2.Action, d2.Findings)
+	}
+}
+
+func TestDecideNamesTheSlicesEvidence(t *testing.T) {
+	d := Decide(DefaultConfig(), "dgx-1", draNode(map[string]string{"feature.node.kubernetes.io/pci-10de.present": "true"}, "NVIDIA H100 80GB HBM3", 8), true)
+	if w := d.Warnings(); len(w) == 0 || !strings.Contains(w[0], "8 GPUs in ResourceSlices of gpu.nvidia.com, gpu.nvidia.com/productName=NVIDIA H100 80GB HBM3") {
+		t.Errorf("warnings: %q", w)
 	}
 }

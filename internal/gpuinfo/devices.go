@@ -179,6 +179,19 @@ func (kb *KB) NodeDevices(node string, labels map[string]string, slices []*resou
 	return out
 }
 
+// SliceNode says which node a slice is for: its nodeName, or selected for a slice whose nodes
+// a node selector or its devices choose, which is read for every node. A slice every node
+// reaches is neither: it names no node's own GPUs.
+func SliceNode(s *resourcev1.ResourceSlice) (node string, selected bool) {
+	switch {
+	case s.Spec.NodeName != nil:
+		return *s.Spec.NodeName, false
+	case s.Spec.NodeSelector != nil, s.Spec.PerDeviceNodeSelection != nil && *s.Spec.PerDeviceNodeSelection:
+		return "", true
+	}
+	return "", false
+}
+
 func sortDevices(devs []Device) {
 	slices.SortFunc(devs, func(a, b Device) int {
 		return cmp.Or(cmp.Compare(a.Driver, b.Driver), cmp.Compare(a.Pool, b.Pool), cmp.Compare(a.Name, b.Name))

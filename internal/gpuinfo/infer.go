@@ -132,9 +132,11 @@ type Inference struct {
 	InstanceType  string
 	ExpectedCount int64
 	// DeviceCount is the number of physical GPUs the node's ResourceSlices publish, and
-	// DeviceDrivers the DRA drivers that publish them.
+	// DeviceDrivers the DRA drivers that publish them. SlicesOnly says nothing on the Node
+	// object shows an accelerator: only its slices do.
 	DeviceCount   int64
 	DeviceDrivers []string
+	SlicesOnly    bool
 	// Model is the chosen model, nil when no evidence names one. Derived is set when the model
 	// was made from a product string the tables do not know.
 	Model   *Model
@@ -202,7 +204,9 @@ func (kb *KB) Infer(n Node) Inference {
 	}
 
 	if len(n.Devices) > 0 {
+		onNode := in.Kind != "" || len(in.Evidence) > 0
 		kb.readDevices(&in, n.Devices)
+		in.SlicesOnly = !onNode && (in.DeviceCount > 0 || len(in.Evidence) > 0)
 	}
 
 	in.resolve()

@@ -155,7 +155,7 @@ annotations:
 
 	templates := map[string][]any{
 		"serviceaccount.yaml": baseObjects("ServiceAccount"),
-		"rbac.yaml":           append(baseObjects("Role"), baseObjects("RoleBinding")...),
+		"rbac.yaml":           slices.Concat(baseObjects("Role"), baseObjects("RoleBinding"), baseObjects("ClusterRole"), baseObjects("ClusterRoleBinding")),
 		"pdb.yaml":            baseObjects("PodDisruptionBudget"),
 		"service.yaml":        baseObjects("Service"),
 	}

@@ -195,7 +195,7 @@ func TestGPUEvidenceConditionOnRealNodes(t *testing.T) {
 	}
 	kb := gpuinfo.Default()
 	for i, n := range typed.Items {
-		in := kb.Infer(report.Input(&n))
+		in := kb.Infer(report.Input(&n, nil))
 		if got, want := eval(t, p, raw.Items[i], nil, "CREATE"), in.Kind != ""; got != want {
 			t.Errorf("%s: condition %v, inference says accelerator %v", n.Name, got, want)
 		}

@@ -202,7 +202,7 @@ func TestPolicyAgreesWithTheWebhook(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d, _ := report.Decide(cfg, n, true)
+			d, _ := report.Decide(cfg, n, nil, true)
 			value, apply := pe.eval(t, raw, data)
 			nameable := value != "" && value != stop
 			if ci == 0 {

@@ -15,6 +15,7 @@ type Metrics struct {
 	ConfigReloads *prometheus.CounterVec
 	ConfigValid   prometheus.Gauge
 	Events        *prometheus.CounterVec
+	SlicesSynced  prometheus.Gauge
 }
 
 // New creates the metrics and registers them with reg.
@@ -45,8 +46,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "gpu_label_webhook_events_total",
 			Help: "Kubernetes Events by result (emitted, rate_limited, dropped, failed).",
 		}, []string{"result"}),
+		SlicesSynced: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gpu_label_webhook_resourceslices_synced",
+			Help: "1 while the ResourceSlices are watched and known, 0 when resource.k8s.io/v1 is not served or the watch fails (nodes are then judged without them).",
+		}),
 	}
-	reg.MustRegister(m.Requests, m.Latency, m.Findings, m.ConfigReloads, m.ConfigValid, m.Events)
+	reg.MustRegister(m.Requests, m.Latency, m.Findings, m.ConfigReloads, m.ConfigValid, m.Events, m.SlicesSynced)
 	return m
 }
 
@@ -88,5 +93,17 @@ func (m *Metrics) ConfigReload(result string, valid bool) {
 func (m *Metrics) Event(result string) {
 	if m != nil {
 		m.Events.WithLabelValues(result).Inc()
+	}
+}
+
+// SliceSourceSynced records whether the ResourceSlices are known.
+func (m *Metrics) SliceSourceSynced(synced bool) {
+	if m == nil {
+		return
+	}
+	if synced {
+		m.SlicesSynced.Set(1)
+	} else {
+		m.SlicesSynced.Set(0)
 	}
 }

@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
 	corev1 "k8s.io/api/core/v1"
+	resourcev1 "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/yaml"
 
@@ -27,6 +29,9 @@ type Node struct {
 	GPUCount         int64              `json:"gpuCount"`
 	ExpectedGPUCount int64              `json:"expectedGPUCount"`
 	InstanceType     string             `json:"instanceType"`
+	// DRAGPUs are the physical GPUs the node's ResourceSlices publish, DRADrivers the drivers.
+	DRAGPUs    int64    `json:"draGPUs,omitempty"`
+	DRADrivers []string `json:"draDrivers,omitempty"`
 	Accelerator      string             `json:"accelerator"`
 	Source           string             `json:"source"`
 	CurrentLabel     string             `json:"currentLabel"`
@@ -39,9 +44,44 @@ type Node struct {
 	Error  string `json:"error,omitempty"`
 }
 
-// Input makes the inference input from a Node.
-func Input(n *corev1.Node) gpuinfo.Node {
-	return gpuinfo.Node{Labels: n.Labels, Capacity: quantities(n.Status.Capacity), Allocatable: quantities(n.Status.Allocatable)}
+// Input makes the inference input from a Node and the devices its ResourceSlices publish.
+func Input(n *corev1.Node, devices []gpuinfo.Device) gpuinfo.Node {
+	return gpuinfo.Node{Labels: n.Labels, Capacity: quantities(n.Status.Capacity), Allocatable: quantities(n.Status.Allocatable), Devices: devices}
+}
+
+// Slices are a cluster's ResourceSlices, trimmed and filed by the node they are for, as the
+// commands read them beside the nodes.
+type Slices struct {
+	kb       *gpuinfo.KB
+	byNode   map[string][]*resourcev1.ResourceSlice
+	selected []*resourcev1.ResourceSlice // for the nodes a selector or their devices choose
+}
+
+// NewSlices files slices (trimming them in place) for Devices.
+func NewSlices(kb *gpuinfo.KB, slices []*resourcev1.ResourceSlice) *Slices {
+	s := &Slices{kb: kb, byNode: map[string][]*resourcev1.ResourceSlice{}}
+	for _, rs := range slices {
+		kb.TrimSlice(rs)
+		switch node, selected := gpuinfo.SliceNode(rs); {
+		case node != "":
+			s.byNode[node] = append(s.byNode[node], rs)
+		case selected:
+			s.selected = append(s.selected, rs)
+		}
+	}
+	return s
+}
+
+// Devices are what the slices publish for the node; a nil *Slices has none.
+func (s *Slices) Devices(n *corev1.Node) []gpuinfo.Device {
+	if s == nil {
+		return nil
+	}
+	own := s.byNode[n.Name]
+	if len(own)+len(s.selected) == 0 {
+		return nil
+	}
+	return s.kb.NodeDevices(n.Name, n.Labels, append(slices.Clip(own), s.selected...))
 }
 
 func quantities(l corev1.ResourceList) map[string]resource.Quantity {
@@ -52,13 +92,14 @@ func quantities(l corev1.ResourceList) map[string]resource.Quantity {
 	return out
 }
 
-// Decide runs the webhook's decision on a Node and makes its record.
-func Decide(cfg *admit.Config, n *corev1.Node, mayMutate bool) (admit.Decision, Node) {
-	d := admit.Decide(cfg, n.Name, Input(n), mayMutate)
+// Decide runs the webhook's decision on a Node, with the devices its ResourceSlices publish,
+// and makes its record.
+func Decide(cfg *admit.Config, n *corev1.Node, devices []gpuinfo.Device, mayMutate bool) (admit.Decision, Node) {
+	d := admit.Decide(cfg, n.Name, Input(n, devices), mayMutate)
 	in := d.Inference
 	r := Node{
 		Name: n.Name, GPU: in.GPU(), Kind: string(in.Kind), GPUResource: in.Resource, GPUCount: in.Count,
-		ExpectedGPUCount: in.ExpectedCount, InstanceType: in.InstanceType, Accelerator: d.Value,
+		ExpectedGPUCount: in.ExpectedCount, InstanceType: in.InstanceType, DRAGPUs: in.DeviceCount, DRADrivers: in.DeviceDrivers, Accelerator: d.Value,
 		Source: string(in.Source), CurrentLabel: d.Current, Action: d.Action,
 		Warnings: d.Warnings(), Findings: d.Findings, Evidence: in.Evidence,
 	}
@@ -135,10 +176,14 @@ func Write(w io.Writer, format string, nodes []Node) error {
 		tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 		fmt.Fprintln(tw, "NODE\tINSTANCE-TYPE\tGPUS\tINFERRED\tFROM\tLABEL\tSTATUS")
 		for _, n := range nodes {
-			// reported/expected; "-" where the device plugin has reported nothing yet
+			// reported/expected; "-" where the device plugin has reported nothing yet, dra:N
+			// for the GPUs a node's ResourceSlices publish
 			gpus := "-"
-			if n.GPUCount > 0 {
+			switch {
+			case n.GPUCount > 0:
 				gpus = fmt.Sprintf("%d", n.GPUCount)
+			case n.DRAGPUs > 0:
+				gpus = fmt.Sprintf("dra:%d", n.DRAGPUs)
 			}
 			if n.ExpectedGPUCount > 0 {
 				gpus += fmt.Sprintf("/%d", n.ExpectedGPUCount)

@@ -35,6 +35,7 @@ func SkyPilotNode(n *corev1.Node, d *admit.Decision, customKey string) skypilot.
 		Name: n.Name, Labels: labels,
 		Capacity: counts(n.Status.Capacity, customKey), Allocatable: counts(n.Status.Allocatable, customKey),
 		GPU: d.Inference.GPU(), Accelerator: d.Inference.Kind == gpuinfo.KindAccelerator, Value: d.Value,
+		DRAGPUs: d.Inference.DeviceCount, DRADrivers: d.Inference.DeviceDrivers,
 	}
 }
 

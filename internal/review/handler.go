@@ -42,11 +42,18 @@ type EventSink interface {
 	Emit(node string, f admit.Finding)
 }
 
+// DeviceSource gives the devices DRA drivers publish for a node in ResourceSlices, nil when
+// it knows none. It must not block.
+type DeviceSource interface {
+	NodeDevices(node string, labels map[string]string) []gpuinfo.Device
+}
+
 // Handler answers Node admission requests. With Mutate it labels nodes when the config opts
 // in; without it is the warn-only audit webhook. It always allows.
 type Handler struct {
 	Config  ConfigSource
 	Mutate  bool
+	Devices DeviceSource     // optional
 	Events  EventSink        // optional
 	Metrics *metrics.Metrics // optional
 }
@@ -124,7 +131,11 @@ func (h *Handler) decide(req *reviewRequest, n *nodeFields, nodeErr error) (admi
 	if name == "" {
 		name = req.Name
 	}
-	d := admit.Decide(cfg, name, gpuinfo.Node{Labels: n.Metadata.Labels, Capacity: n.Status.Capacity, Allocatable: n.Status.Allocatable}, h.Mutate)
+	node := gpuinfo.Node{Labels: n.Metadata.Labels, Capacity: n.Status.Capacity, Allocatable: n.Status.Allocatable}
+	if h.Devices != nil {
+		node.Devices = h.Devices.NodeDevices(name, n.Metadata.Labels)
+	}
+	d := admit.Decide(cfg, name, node, h.Mutate)
 	resp.Warnings = append(resp.Warnings, d.Warnings()...)
 	if d.Action == admit.ActionLabel {
 		resp.Patch = labelPatch(cfg.LabelKey, d.Value, n.Metadata.Labels != nil, d.Replace)

@@ -32,7 +32,9 @@ import (
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/configsrc"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/events"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/metrics"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/review"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/slicesrc"
 )
 
 // Options configure the server. Run checks them before anything starts.
@@ -125,6 +127,7 @@ func Run(ctx context.Context, o Options) error {
 	// At most one error from each server (admission, health, metrics, pprof) and the config watch.
 	errc := make(chan error, 5)
 	var sink review.EventSink
+	var devices review.DeviceSource
 	if o.ConfigFile != "" {
 		go configsrc.WatchFile(runCtx, o.ConfigFile, o.ConfigPoll, store, mets, log)
 	} else {
@@ -150,6 +153,16 @@ func Run(ctx context.Context, o Options) error {
 		ev.Log = log
 		go ev.Run(runCtx)
 		sink = ev
+
+		// The nodes' GPUs that DRA drivers publish; without the API, or while its watch
+		// fails, nodes are judged as they would be without it.
+		sliceCS, err := kubernetes.NewForConfig(o.RESTConfig)
+		if err != nil {
+			return err
+		}
+		src := &slicesrc.Source{KB: gpuinfo.Default(), Metrics: mets, Log: log}
+		go src.Run(runCtx, sliceCS)
+		devices = src
 	}
 
 	var shuttingDown atomic.Bool
@@ -167,8 +180,8 @@ func Run(ctx context.Context, o Options) error {
 	if o.Routes != nil {
 		o.Routes(r)
 	} else {
-		r.Method(http.MethodPost, review.PathMutate, &review.HTTPHandler{Handler: &review.Handler{Config: store, Mutate: true, Events: sink, Metrics: mets}, Endpoint: "mutate", Metrics: mets, Log: log})
-		r.Method(http.MethodPost, review.PathValidate, &review.HTTPHandler{Handler: &review.Handler{Config: store, Events: sink, Metrics: mets}, Endpoint: "validate", Metrics: mets, Log: log})
+		r.Method(http.MethodPost, review.PathMutate, &review.HTTPHandler{Handler: &review.Handler{Config: store, Mutate: true, Devices: devices, Events: sink, Metrics: mets}, Endpoint: "mutate", Metrics: mets, Log: log})
+		r.Method(http.MethodPost, review.PathValidate, &review.HTTPHandler{Handler: &review.Handler{Config: store, Devices: devices, Events: sink, Metrics: mets}, Endpoint: "validate", Metrics: mets, Log: log})
 	}
 	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Allow", http.MethodPost)

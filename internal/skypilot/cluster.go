@@ -20,6 +20,10 @@ type Node struct {
 	GPU, Accelerator bool
 	// Value is the label value the webhook's evidence gives, "" when the model is unknown.
 	Value string
+	// DRAGPUs are the physical GPUs the node's ResourceSlices publish (Dynamic Resource
+	// Allocation), and DRADrivers the drivers that publish them.
+	DRAGPUs    int64
+	DRADrivers []string
 }
 
 // Options are what the analysis cannot read from the nodes.
@@ -64,6 +68,7 @@ const (
 	ReasonMixedResources  Reason = "MixedGPUResources"
 	ReasonTPUHidden       Reason = "TPUNotRequestable"
 	ReasonNotReported     Reason = "GPUsNotReported"
+	ReasonDRAManaged      Reason = "GPUsManagedByDRA"
 )
 
 // Finding is one thing SkyPilot will get wrong about the cluster.
@@ -340,14 +345,15 @@ func (a *analysis) labelFix(nodes []*Node) string {
 }
 
 // resources: SkyPilot counts GPUs by one resource for the whole cluster, so nodes that report
-// another show 0 GPUs; nodes that report none yet show 0 too, and if no node reports it at
-// all, SkyPilot finds no GPUs (detect_accelerator_resource).
+// another show 0 GPUs; nodes that report none yet show 0 too, and so do nodes whose GPUs a DRA
+// driver publishes in ResourceSlices; if no node reports it at all, SkyPilot finds no GPUs
+// (detect_accelerator_resource).
 func (a *analysis) resources() {
 	gpuNodes := a.gpuNodesList()
 	if len(gpuNodes) == 0 {
 		return
 	}
-	var mixed, unreported []*Node
+	var mixed, unreported, dra []*Node
 	others := map[string]bool{}
 	for _, n := range gpuNodes {
 		if n.Allocatable[a.GPUResource] > 0 || hasKey(n.Capacity, a.GPUResource) {
@@ -356,10 +362,13 @@ func (a *analysis) resources() {
 			}
 			continue
 		}
-		if k := vendorKey(n.Capacity, a.GPUResource); k != "" {
+		switch k := vendorKey(n.Capacity, a.GPUResource); {
+		case k != "":
 			mixed = append(mixed, n)
 			others[k] = true
-		} else {
+		case n.DRAGPUs > 0:
+			dra = append(dra, n)
+		default:
 			unreported = append(unreported, n)
 		}
 	}
@@ -370,11 +379,18 @@ func (a *analysis) resources() {
 		}
 	}
 	if !reported {
-		a.add(Finding{
+		f := Finding{
 			Severity: Critical, Reason: ReasonNoGPUResource, Nodes: names(gpuNodes),
 			Message: fmt.Sprintf("no node reports %s (or %s) in its allocatable resources: SkyPilot finds no GPUs in the cluster and every GPU request fails", a.GPUResource, ResourceTPU),
 			Fix:     fmt.Sprintf("install or repair the device plugin that reports %s; kubectl describe node %s", a.GPUResource, gpuNodes[0].Name),
-		})
+		}
+		if len(dra) > 0 {
+			f.Message += fmt.Sprintf("; %d of these nodes have GPUs published through Dynamic Resource Allocation, which SkyPilot does not count (%s)", len(dra), DRAUpstream)
+			if len(dra) == len(gpuNodes) {
+				f.Fix = fmt.Sprintf("none for SkyPilot until it reads ResourceSlices; until then, give SkyPilot nodes whose device plugin reports %s", a.GPUResource)
+			}
+		}
+		a.add(f)
 	}
 	if len(mixed) > 0 {
 		other := strings.Join(sortedKeys(others), ", ")
@@ -384,6 +400,18 @@ func (a *analysis) resources() {
 				a.GPUResource, a.GPUResourceFrom, other, strings.Join(names(mixed), ", ")),
 			Fix: fmt.Sprintf("keep AMD and NVIDIA GPU nodes in separate clusters for SkyPilot, or set %s=%s where SkyPilot runs (the %s nodes then show 0 GPUs)",
 				CustomKeyEnvVar, strings.Split(other, ", ")[0], a.GPUResource),
+		})
+	}
+	if len(dra) > 0 {
+		var what []string
+		for _, n := range dra {
+			what = append(what, fmt.Sprintf("%s (%d in ResourceSlices of %s)", n.Name, n.DRAGPUs, strings.Join(n.DRADrivers, ", ")))
+		}
+		a.add(Finding{
+			Severity: Advisory, Reason: ReasonDRAManaged, Nodes: names(dra),
+			Message: fmt.Sprintf("SkyPilot counts GPUs by %s in each node's allocatable resources; the GPUs of these nodes are managed by Dynamic Resource Allocation and published in ResourceSlices instead, so SkyPilot counts 0 GPUs on them and places no GPU request there, whatever their label: %s",
+				a.GPUResource, strings.Join(what, ", ")),
+			Fix: fmt.Sprintf("none until SkyPilot reads ResourceSlices (%s); until then, run SkyPilot's GPU jobs on nodes whose device plugin reports %s", DRAUpstream, a.GPUResource),
 		})
 	}
 	if len(unreported) > 0 && reported {

@@ -15,6 +15,10 @@ import "strings"
 // Source names where the rules were read, for messages and the README.
 const Source = "skypilot-org/skypilot:sky/provision/kubernetes/utils.py"
 
+// DRAUpstream is SkyPilot's open proposal to count GPUs from ResourceSlices: retire the
+// GPUsManagedByDRA finding once SkyPilot's release does.
+const DRAUpstream = "skypilot-org/skypilot#10275, pull request #10276"
+
 // Label keys SkyPilot's formatters read.
 const (
 	KeySkyPilot     = "skypilot.co/accelerator"

@@ -10,11 +10,13 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	resourcev1 "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/report"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/skypilot"
 )
@@ -74,6 +76,31 @@ func (f *clusterFlags) eachNode(ctx context.Context, cs kubernetes.Interface, pr
 	}
 }
 
+// clusterSlices lists the ResourceSlices DRA drivers publish, page by page. Where the API is not
+// served there are none; where they cannot be read, the note says so and the nodes are judged
+// without them.
+func clusterSlices(ctx context.Context, cs kubernetes.Interface) (*report.Slices, string) {
+	kb := gpuinfo.Default()
+	var items []*resourcev1.ResourceSlice
+	opts := metav1.ListOptions{Limit: 500}
+	for {
+		list, err := cs.ResourceV1().ResourceSlices().List(ctx, opts)
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil, ""
+		case err != nil:
+			return nil, fmt.Sprintf("ResourceSlices not read (%s): GPUs that DRA drivers publish are not counted", reason(err))
+		}
+		for i := range list.Items {
+			items = append(items, kb.TrimSlice(&list.Items[i]))
+		}
+		if list.Continue == "" {
+			return report.NewSlices(kb, items), ""
+		}
+		opts.Continue = list.Continue
+	}
+}
+
 // config reads the webhook's ConfigMap, or the file given; without permission to read it the
 // defaults apply and the note says so.
 func (f *clusterFlags) config(ctx context.Context, cs kubernetes.Interface) (*admit.Config, string, error) {
@@ -120,6 +147,10 @@ func newCheckCommand(s streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			slices, slicesNote := clusterSlices(ctx, cs)
+			if slicesNote != "" {
+				note = strings.TrimPrefix(note+"; "+slicesNote, "; ")
+			}
 			// Of each node only its record and what SkyPilot's rules read are kept: under
 			// 1 KB, where a kubelet's Node is some 15 KB.
 			customKey := os.Getenv(skypilot.CustomKeyEnvVar)
@@ -127,7 +158,7 @@ func newCheckCommand(s streams) *cobra.Command {
 			var seen []skypilot.Node
 			fixable, findings := 0, 0
 			total, err := f.eachNode(ctx, cs, s.err, func(n *corev1.Node) {
-				d, r := report.Decide(cfg, n, false)
+				d, r := report.Decide(cfg, n, slices.Devices(n), false)
 				if len(d.Warnings()) > 0 {
 					findings++
 				}

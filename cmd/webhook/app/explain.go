@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	resourcev1 "k8s.io/api/resource/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
@@ -21,7 +22,7 @@ func newExplainCommand(s streams) *cobra.Command {
 	var file, configFile, output string
 	cmd := &cobra.Command{
 		Use:   "explain -f FILE",
-		Short: "Say what the webhook would do with the nodes in a file (kubectl get nodes -o yaml)",
+		Short: "Say what the webhook would do with the nodes in a file (kubectl get nodes,resourceslices -o yaml)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "table" && output != "json" {
@@ -40,10 +41,11 @@ func newExplainCommand(s streams) *cobra.Command {
 				defer f.Close()
 				in = f
 			}
-			nodes, readErr := ReadNodes(in)
+			nodes, slices, readErr := ReadNodes(in)
+			devices := report.NewSlices(gpuinfo.Default(), slices)
 			records := make([]report.Node, 0, len(nodes))
 			for i := range nodes {
-				_, r := report.Decide(cfg, &nodes[i], true)
+				_, r := report.Decide(cfg, &nodes[i], devices.Devices(&nodes[i]), true)
 				records = append(records, r)
 			}
 			if err := report.Write(s.out, output, records); err != nil {
@@ -55,7 +57,7 @@ func newExplainCommand(s streams) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&file, "filename", "f", "", "file of Node manifests: one Node, several documents, or a v1 List; - for standard input")
+	cmd.Flags().StringVarP(&file, "filename", "f", "", "file of Node manifests, and of the ResourceSlices DRA drivers publish for them: one object, several documents, or a v1 List; - for standard input")
 	cmd.Flags().StringVar(&configFile, "config", "", "the webhook's ConfigMap manifest (default: warn only, label key "+admit.DefaultLabelKey+")")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	_ = cmd.MarkFlagRequired("filename")
@@ -82,12 +84,37 @@ func loadConfigFile(path string) (*admit.Config, error) {
 	return cfg, nil
 }
 
-// ReadNodes reads every Node in a stream of YAML or JSON documents, each a Node or a List of
-// Nodes. Nodes are returned even when some documents are bad; the error names each bad one.
-func ReadNodes(r io.Reader) ([]corev1.Node, error) {
+// ReadNodes reads every Node and ResourceSlice in a stream of YAML or JSON documents, each one
+// object or a List of them (as `kubectl get nodes,resourceslices -o yaml` prints them). What
+// it can read is returned even when some documents are bad; the error names each bad one.
+func ReadNodes(r io.Reader) ([]corev1.Node, []*resourcev1.ResourceSlice, error) {
 	dec := utilyaml.NewYAMLOrJSONDecoder(r, 4096)
 	var nodes []corev1.Node
+	var slices []*resourcev1.ResourceSlice
 	var errs []error
+	// read takes one object; listKind is the kind of the List it is in ("" for none).
+	read := func(where string, raw []byte, kind, apiVersion, listKind string) {
+		switch {
+		case kind == "Node" || (kind == "" && listKind == "NodeList"):
+			n, err := decodeNode(raw)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", where, err))
+				return
+			}
+			nodes = append(nodes, n)
+		case kind == "ResourceSlice" || (kind == "" && listKind == "ResourceSliceList"):
+			rs, err := decodeSlice(raw, apiVersion)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", where, err))
+				return
+			}
+			slices = append(slices, rs)
+		case listKind != "":
+			errs = append(errs, fmt.Errorf("%s: kind %q is not a Node or a ResourceSlice", where, kind))
+		default:
+			errs = append(errs, fmt.Errorf("%s: kind %q is not a Node, a ResourceSlice or a List of them", where, kind))
+		}
+	}
 	for doc := 1; ; doc++ {
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
@@ -101,43 +128,47 @@ func ReadNodes(r io.Reader) ([]corev1.Node, error) {
 			continue
 		}
 		var head struct {
-			Kind  string            `json:"kind"`
-			Items []json.RawMessage `json:"items"`
+			APIVersion string            `json:"apiVersion"`
+			Kind       string            `json:"kind"`
+			Items      []json.RawMessage `json:"items"`
 		}
 		if err := json.Unmarshal(raw, &head); err != nil {
 			errs = append(errs, fmt.Errorf("document %d: not an object: %w", doc, err))
 			continue
 		}
 		switch head.Kind {
-		case "Node":
-			n, err := decodeNode(raw)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("document %d: %w", doc, err))
-				continue
-			}
-			nodes = append(nodes, n)
-		case "List", "NodeList":
+		case "List", "NodeList", "ResourceSliceList":
 			for i, item := range head.Items {
-				var k struct {
-					Kind string `json:"kind"`
-				}
+				var k struct{ APIVersion, Kind string }
 				_ = json.Unmarshal(item, &k)
-				if k.Kind != "Node" && !(k.Kind == "" && head.Kind == "NodeList") {
-					errs = append(errs, fmt.Errorf("document %d, item %d: kind %q is not a Node", doc, i, k.Kind))
-					continue
+				if k.APIVersion == "" && head.Kind != "List" {
+					k.APIVersion = head.APIVersion
 				}
-				n, err := decodeNode(item)
-				if err != nil {
-					errs = append(errs, fmt.Errorf("document %d, item %d: %w", doc, i, err))
-					continue
-				}
-				nodes = append(nodes, n)
+				read(fmt.Sprintf("document %d, item %d", doc, i), item, k.Kind, k.APIVersion, head.Kind)
 			}
 		default:
-			errs = append(errs, fmt.Errorf("document %d: kind %q is not a Node or a List of Nodes", doc, head.Kind))
+			read(fmt.Sprintf("document %d", doc), raw, head.Kind, head.APIVersion, "")
 		}
 	}
-	return nodes, errors.Join(errs...)
+	return nodes, slices, errors.Join(errs...)
+}
+
+// decodeSlice reads a ResourceSlice of resource.k8s.io/v1, or of v1beta2, which has the same
+// shape; v1beta1's devices are shaped otherwise (basic:) and are refused by name.
+func decodeSlice(raw []byte, apiVersion string) (*resourcev1.ResourceSlice, error) {
+	switch apiVersion {
+	case resourcev1.SchemeGroupVersion.String(), "resource.k8s.io/v1beta2":
+	default:
+		return nil, fmt.Errorf("ResourceSlice of %q: want %s or resource.k8s.io/v1beta2", apiVersion, resourcev1.SchemeGroupVersion)
+	}
+	var rs resourcev1.ResourceSlice
+	if err := json.Unmarshal(raw, &rs); err != nil {
+		return nil, fmt.Errorf("not a valid ResourceSlice: %w", err)
+	}
+	if rs.Spec.Driver == "" {
+		return nil, errors.New("ResourceSlice has no spec.driver")
+	}
+	return &rs, nil
 }
 
 func decodeNode(raw []byte) (corev1.Node, error) {

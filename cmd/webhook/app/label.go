@@ -61,6 +61,10 @@ finishes the job.`,
 			if err != nil {
 				return err
 			}
+			slices, slicesNote := clusterSlices(ctx, cs)
+			if slicesNote != "" {
+				fmt.Fprintf(s.err, "%s\n", slicesNote)
+			}
 			// The label command is the admin's explicit fix: it labels whatever the config's
 			// opt-in says, and corrects wrong values only with --overwrite.
 			fix := *cfg
@@ -69,7 +73,7 @@ finishes the job.`,
 			var records []report.Node
 			var todo []int // the records to patch
 			_, err = f.eachNode(ctx, cs, s.err, func(n *corev1.Node) {
-				d, r := report.Decide(&fix, n, true)
+				d, r := report.Decide(&fix, n, slices.Devices(n), true)
 				if !r.GPU {
 					return
 				}

@@ -224,6 +224,10 @@ func (c *Cluster) InstallBase(ctx context.Context) error {
 			_, err = c.Client.RbacV1().Roles(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{})
 		case *rbacv1.RoleBinding:
 			_, err = c.Client.RbacV1().RoleBindings(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{})
+		case *rbacv1.ClusterRole:
+			_, err = c.Client.RbacV1().ClusterRoles().Create(ctx, obj, metav1.CreateOptions{})
+		case *rbacv1.ClusterRoleBinding:
+			_, err = c.Client.RbacV1().ClusterRoleBindings().Create(ctx, obj, metav1.CreateOptions{})
 		case *corev1.ConfigMap:
 			_, err = c.Client.CoreV1().ConfigMaps(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{})
 		}
