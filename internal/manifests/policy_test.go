@@ -239,3 +239,37 @@ func toMap(v any) (map[string]any, error) {
 	var m map[string]any
 	return m, yaml.Unmarshal(b, &m)
 }
+
+// The policies cannot read ResourceSlices. Over every node of the project's tables, with the
+// devices of a DRA driver beside it (naming another model than most labels do), a policy
+// never names another model than the webhook names with the slices: where the slices alone
+// name the model (a node with only Node Feature Discovery's vendor label, as the NVIDIA
+// driver's chart selects nodes), the policy leaves the node alone.
+func TestPolicyLeavesNodesOnlySlicesNameAlone(t *testing.T) {
+	pe := compilePolicy(t)
+	cfg, err := admit.ParseConfig(map[string]string{admit.KeyAutoLabel: "true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := policyNodes(t)
+	nodes = append(nodes, corev1.Node{})
+	nodes[len(nodes)-1].Name, nodes[len(nodes)-1].Labels = "nfd-only", map[string]string{"feature.node.kubernetes.io/pci-10de.present": "true"}
+	for _, product := range []string{"NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB", "AMD Instinct MI300X"} {
+		devices := []gpuinfo.Device{{Driver: "gpu.nvidia.com", Type: "gpu", Name: "gpu-0", GPU: "GPU-0", Product: product}}
+		for i := range nodes {
+			n := &nodes[i]
+			raw, err := toMap(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, _ := report.Decide(cfg, n, devices, true)
+			value, apply := pe.eval(t, raw, map[string]string{admit.KeyAutoLabel: "true"})
+			if value != "" && value != stop && value != d.Value {
+				t.Errorf("%s %v with %q: policy names %q, the webhook %q", n.Name, n.Labels, product, value, d.Value)
+			}
+			if n.Name == "nfd-only" && (value != "" || apply || d.Value == "") {
+				t.Errorf("%s with %q: policy %q (labels %v), webhook %q", n.Name, product, value, apply, d.Value)
+			}
+		}
+	}
+}

@@ -24,6 +24,11 @@ func tpu(name string) Node {
 		Capacity: map[string]int64{ResourceTPU: 4}, Allocatable: map[string]int64{ResourceTPU: 4}}
 }
 
+// dra is a GPU node whose eight GPUs NVIDIA's DRA driver publishes: nothing in its capacity.
+func dra(name, value string, labels map[string]string) Node {
+	return Node{Name: name, Labels: labels, GPU: true, Value: value, DRAGPUs: 8, DRADrivers: []string{"gpu.nvidia.com"}}
+}
+
 func cpu(name string) Node {
 	return Node{Name: name, Labels: map[string]string{"node.kubernetes.io/instance-type": "m5.large"}}
 }
@@ -137,6 +142,22 @@ func TestAnalyze(t *testing.T) {
 			scheme: "SkyPilot", resource: ResourceNVIDIA,
 			want: map[Reason][]string{ReasonNoGPUResource: {"a", "b"}},
 		},
+		"GPUs managed by DRA are counted by nobody in SkyPilot, and no device plugin is to be waited for": {
+			nodes:  []Node{gpu("a-sky", "h100", sky("h100")), dra("b-dra", "h100", sky("h100")), {Name: "c-new", GPU: true, Value: "l4", Labels: sky("l4")}},
+			scheme: "SkyPilot", resource: ResourceNVIDIA,
+			want: map[Reason][]string{ReasonDRAManaged: {"b-dra"}, ReasonNotReported: {"c-new"}},
+		},
+		"a cluster of DRA GPUs only: every SkyPilot GPU request fails, for that reason": {
+			nodes:  []Node{dra("a", "h100", sky("h100")), dra("b", "h100", sky("h100"))},
+			scheme: "SkyPilot", resource: ResourceNVIDIA,
+			want: map[Reason][]string{ReasonNoGPUResource: {"a", "b"}, ReasonDRAManaged: {"a", "b"}},
+		},
+		"an unlabeled DRA node is still one SkyPilot does not see": {
+			nodes:  []Node{gpu("a-sky", "h100", sky("h100")), dra("b-dra", "h100", map[string]string{"feature.node.kubernetes.io/pci-10de.present": "true"})},
+			opts:   Options{WebhookLabels: true},
+			scheme: "SkyPilot", resource: ResourceNVIDIA,
+			want: map[Reason][]string{ReasonUnlabeled: {"b-dra"}, ReasonDRAManaged: {"b-dra"}},
+		},
 		"the scheme is decided by the first nonempty label, in node-name order": {
 			nodes:  []Node{gpu("c", "h100", sky("h100")), gpu("b", "h100", sky("h100")), gpu("a", "h100", sky(""))},
 			scheme: "SkyPilot", resource: ResourceNVIDIA, decidedBy: "b", want: map[Reason][]string{},
@@ -229,6 +250,29 @@ func TestInvalidValueIsFirstWithItsFix(t *testing.T) {
 	}
 	if c.Counted() != 2 {
 		t.Errorf("counted %d, want 2 (the TPU advisory is not counted)", c.Counted())
+	}
+}
+
+// The DRA finding names each node's GPUs and the upstream work that retires it, is advisory,
+// and tells no one to wait for a device plugin; where every GPU is DRA's, NoGPUResource says
+// why instead of asking for a device plugin.
+func TestDRAFindings(t *testing.T) {
+	c := Analyze([]Node{gpu("a", "h100", sky("h100")), dra("b", "h100", sky("h100"))}, Options{})
+	f := c.Findings[0]
+	if f.Reason != ReasonDRAManaged || f.Severity != Advisory || c.Counted() != 0 {
+		t.Fatalf("%+v, counted %d", c.Findings, c.Counted())
+	}
+	for _, want := range []string{"b (8 in ResourceSlices of gpu.nvidia.com)", "counts 0 GPUs", "whatever their label"} {
+		if !strings.Contains(f.Message, want) {
+			t.Errorf("message lacks %q: %s", want, f.Message)
+		}
+	}
+	if !strings.Contains(f.Fix, DRAUpstream) || strings.Contains(f.Fix, "wait for the device plugin") {
+		t.Errorf("fix %q", f.Fix)
+	}
+	c = Analyze([]Node{dra("a", "h100", sky("h100"))}, Options{})
+	if f := c.Findings[0]; f.Reason != ReasonNoGPUResource || !strings.Contains(f.Message, DRAUpstream) || strings.Contains(f.Fix, "device plugin that reports") {
+		t.Errorf("%+v", f)
 	}
 }
 

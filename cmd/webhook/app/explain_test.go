@@ -148,3 +148,79 @@ func TestExplainBadInput(t *testing.T) {
 		t.Errorf("missing config: exit %d: %s", code, out)
 	}
 }
+
+// As `kubectl get nodes,resourceslices -o yaml` prints a node of NVIDIA's DRA driver: the
+// node carries only Node Feature Discovery's vendor label, its slice names its GPUs (the
+// driver's documented device entry, site/content/docs/reference/resourceslice-attributes.md).
+const draListYAML = `apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Node
+  metadata:
+    name: dgx-1
+    labels:
+      feature.node.kubernetes.io/pci-10de.present: "true"
+      node.kubernetes.io/instance-type: p4d.24xlarge
+- apiVersion: resource.k8s.io/v1
+  kind: ResourceSlice
+  metadata:
+    name: dgx-1-gpu.nvidia.com-4lpks
+  spec:
+    driver: gpu.nvidia.com
+    nodeName: dgx-1
+    pool: {name: dgx-1, generation: 1, resourceSliceCount: 1}
+    devices:
+    - name: gpu-0
+      attributes:
+        architecture: {string: Ampere}
+        productName: {string: NVIDIA A100-SXM4-40GB}
+        type: {string: gpu}
+        uuid: {string: GPU-2fa81118-5a5f-aa66-7660-471eed407181}
+      capacity:
+        memory: {value: 40Gi}
+- apiVersion: v1
+  kind: Node
+  metadata:
+    name: dgx-2
+    labels:
+      feature.node.kubernetes.io/pci-10de.present: "true"
+metadata:
+  resourceVersion: ""
+`
+
+func TestExplainReadsResourceSlices(t *testing.T) {
+	records, out, code := explain(t, draListYAML, "-f", "-", "-o", "json")
+	if code != 0 || len(records) != 2 {
+		t.Fatalf("exit %d, %d records: %s", code, len(records), out)
+	}
+	if r := records[0]; r["accelerator"] != "a100" || r["draGPUs"] != 1.0 || r["gpuCount"] != 0.0 {
+		t.Errorf("dgx-1: %v", r)
+	}
+	ws, _ := records[0]["warnings"].([]any)
+	if len(ws) == 0 || !strings.Contains(ws[len(ws)-1].(string), "publishes 1 GPUs in ResourceSlices of gpu.nvidia.com but instance type p4d.24xlarge has 8") {
+		t.Errorf("dgx-1 warnings: %v", ws)
+	}
+	if r := records[1]; r["accelerator"] != "" || r["gpu"] != true || r["draGPUs"] != nil {
+		t.Errorf("dgx-2, no slices: %v", r)
+	}
+	_, out, _ = explain(t, draListYAML, "-f", "-")
+	if !strings.Contains(out, "dra:1/8") {
+		t.Errorf("table:\n%s", out)
+	}
+}
+
+func TestExplainRefusesSlicesItCannotRead(t *testing.T) {
+	for name, tc := range map[string]struct{ input, want string }{
+		"a v1beta1 slice, shaped otherwise": {"apiVersion: resource.k8s.io/v1beta1\nkind: ResourceSlice\nmetadata: {name: s}\nspec: {driver: gpu.nvidia.com}\n", `document 1: ResourceSlice of "resource.k8s.io/v1beta1"`},
+		"a slice without a driver":          {"apiVersion: resource.k8s.io/v1\nkind: ResourceSlice\nmetadata: {name: s}\nspec: {}\n", "document 1: ResourceSlice has no spec.driver"},
+		"a slice whose devices are no list": {"apiVersion: resource.k8s.io/v1\nkind: ResourceSlice\nmetadata: {name: s}\nspec: {driver: d, devices: 3}\n", "document 1: not a valid ResourceSlice"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, out, code := explain(t, tc.input+"---\n"+nodesYAML, "-f", "-", "-o", "json")
+			if code != ExitFindings || !strings.Contains(out, tc.want) {
+				t.Errorf("exit %d, output:\n%s", code, out)
+			}
+		})
+	}
+}
