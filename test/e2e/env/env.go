@@ -75,6 +75,9 @@ type Options struct {
 	// LimitCriticalPriority has the apiserver admit system-node-critical and
 	// system-cluster-critical pods only in namespaces holding a quota for them, as GKE does.
 	LimitCriticalPriority bool
+	// APIServerArgs set flags of kube-apiserver (flag name without dashes to value), over
+	// envtest's defaults.
+	APIServerArgs map[string]string
 }
 
 // CriticalPriorityQuotaPlugin is the ResourceQuota admission plugin's entry, for
@@ -150,6 +153,9 @@ func Start(opts Options) (*Cluster, error) {
 	args := api.Configure()
 	args.Set("authorization-mode", "Node,RBAC")
 	args.Set("enable-admission-plugins", "NodeRestriction")
+	for k, v := range opts.APIServerArgs {
+		args.Set(k, v)
+	}
 	var clientCA string
 	var plugins []string
 	if opts.WebhookClientCert {
