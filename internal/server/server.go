@@ -31,8 +31,8 @@ import (
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/configsrc"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/events"
-	"github.com/gpu-label-webhook/gpu-label-webhook/internal/metrics"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/metrics"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/review"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/slicesrc"
 )

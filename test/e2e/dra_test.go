@@ -69,7 +69,7 @@ func gpus(node, product, memory string, count int) *resourceslice.DriverResource
 				"uuid":              {StringValue: ptr.To(fmt.Sprintf("GPU-%s-%d", node, i))},
 				"productName":       {StringValue: ptr.To(product)},
 				"brand":             {StringValue: ptr.To("Nvidia")},
-								"driverVersion":     {VersionValue: ptr.To("580.126.20")},
+				"driverVersion":     {VersionValue: ptr.To("580.126.20")},
 				"cudaDriverVersion": {VersionValue: ptr.To("13.0.0")},
 			},
 			Capacity: map[resourcev1.QualifiedName]resourcev1.DeviceCapacity{"memory": {Value: resource.MustParse(memory)}},
