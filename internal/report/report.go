@@ -22,26 +22,26 @@ import (
 
 // Node is what the webhook would do with one node, and why.
 type Node struct {
-	Name             string `json:"name"`
-	GPU              bool   `json:"gpu"`
-	Kind             string `json:"kind,omitempty"`
-	GPUResource      string `json:"gpuResource"`
-	GPUCount         int64  `json:"gpuCount"`
-	ExpectedGPUCount int64  `json:"expectedGPUCount"`
-	InstanceType     string `json:"instanceType"`
-	// DRAGPUs are the physical GPUs the node's ResourceSlices publish, DRADrivers the drivers.
-	DRAGPUs      int64              `json:"draGPUs,omitempty"`
-	DRADrivers   []string           `json:"draDrivers,omitempty"`
-	Accelerator  string             `json:"accelerator"`
-	Source       string             `json:"source"`
-	CurrentLabel string             `json:"currentLabel"`
-	Action       admit.Action       `json:"action"`
-	Warnings     []string           `json:"warnings"`
-	Findings     []admit.Finding    `json:"findings"`
-	Evidence     []gpuinfo.Evidence `json:"evidence"`
+	Name             string             `json:"name"`
+	GPU              bool               `json:"gpu"`
+	Kind             string             `json:"kind,omitempty"`
+	GPUResource      string             `json:"gpuResource"`
+	GPUCount         int64              `json:"gpuCount"`
+	ExpectedGPUCount int64              `json:"expectedGPUCount"`
+	InstanceType     string             `json:"instanceType"`
+	Accelerator      string             `json:"accelerator"`
+	Source           string             `json:"source"`
+	CurrentLabel     string             `json:"currentLabel"`
+	Action           admit.Action       `json:"action"`
+	Warnings         []string           `json:"warnings"`
+	Findings         []admit.Finding    `json:"findings"`
+	Evidence         []gpuinfo.Evidence `json:"evidence"`
 	// Result is set by `label`: labeled, would-label, unchanged, failed.
 	Result string `json:"result,omitempty"`
 	Error  string `json:"error,omitempty"`
+	// DRAGPUs are the physical GPUs the node's ResourceSlices publish, DRADrivers the drivers.
+	DRAGPUs    int64    `json:"draGPUs,omitempty"`
+	DRADrivers []string `json:"draDrivers,omitempty"`
 }
 
 // Input makes the inference input from a Node and the devices its ResourceSlices publish.
