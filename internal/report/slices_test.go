@@ -61,7 +61,7 @@ func TestCheckSeesDRAGPUs(t *testing.T) {
 	if r.DRAGPUs != 1 || r.Accelerator != "h100" || r.Status() != "ok" {
 		t.Errorf("record %+v status %s", r, r.Status())
 	}
-	c := skypilot.Analyze([]skypilot.Node{SkyPilotNode(n, &d)}, skypilot.Options{})
+	c := skypilot.Analyze([]skypilot.Node{SkyPilotNode(n, &d, "")}, skypilot.Options{})
 	if _, ok := found(c)[skypilot.ReasonDRAManaged]; !ok {
 		t.Errorf("findings %+v", c.Findings)
 	}
