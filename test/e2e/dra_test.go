@@ -175,13 +175,16 @@ func TestDRANodeLabeledOnItsNextStatusReport(t *testing.T) {
 	if n := a.report(t, false); n.Labels[admit.DefaultLabelKey] != "" {
 		t.Fatalf("labeled before any slice: %v", n.Labels)
 	}
+	start := time.Now()
 	a.publish(t, gpus(a.name, "NVIDIA H100 80GB HBM3", "81559Mi", 8))
 	a.published(t, 8)
+	inAPI := time.Since(start)
 	var labeled *corev1.Node
 	eventually(t, "a status report labeled from the slices", func() bool {
 		labeled = a.report(t, false)
 		return labeled.Labels[admit.DefaultLabelKey] != ""
 	})
+	t.Logf("the driver's slices were in the API %v after it published them, and a status report was labeled from them %v after", inAPI.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	if v := labeled.Labels[admit.DefaultLabelKey]; v != "h100" {
 		t.Errorf("labeled %q, want h100", v)
 	}
