@@ -87,19 +87,26 @@ func (s *Source) Run(ctx context.Context, cs kubernetes.Interface) {
 	if recheck <= 0 {
 		recheck = time.Minute
 	}
-	for logged := false; ; logged = true {
+	for logged := ""; ; {
 		served, err := Served(cs)
 		if served {
 			break
 		}
-		if !logged {
-			s.log().Warn("ResourceSlices are not served: GPUs published through Dynamic Resource Allocation are not read, admission goes on without them",
-				"api", resourcev1.SchemeGroupVersion.String(), "err", err, "recheck", recheck)
+		// An apiserver that cannot be asked yet (a pod whose route is not there) is asked
+		// again soon; one that answers that it does not serve the API, every recheck.
+		wait, why := recheck, "not served"
+		if err != nil {
+			wait, why = min(recheck, 5*time.Second), "unknown"
+		}
+		if logged != why {
+			logged = why
+			s.log().Warn("ResourceSlices are "+why+": GPUs published through Dynamic Resource Allocation are not read, admission goes on without them",
+				"api", resourcev1.SchemeGroupVersion.String(), "err", err, "recheck", wait)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(recheck):
+		case <-time.After(wait):
 		}
 	}
 	slices := cs.ResourceV1().ResourceSlices()
