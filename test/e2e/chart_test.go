@@ -95,7 +95,8 @@ func withoutHelm(objs map[string]map[string]any) map[string]map[string]any {
 }
 
 // makeRoomForChart removes what the test stack installed that the chart owns by name (the
-// mutating webhook configuration, the Events role in "default"), and puts it back after.
+// mutating webhook configuration, the Events role in "default", the cluster role that reads
+// ResourceSlices), and puts it back after.
 func makeRoomForChart(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
@@ -109,6 +110,12 @@ func makeRoomForChart(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := cs.RbacV1().Roles(manifests.EventsNamespace).Delete(ctx, events, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.RbacV1().ClusterRoleBindings().Delete(ctx, manifests.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.RbacV1().ClusterRoles().Delete(ctx, manifests.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

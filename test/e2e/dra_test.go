@@ -160,9 +160,10 @@ func TestDRANodeLabeledOnItsNextStatusReport(t *testing.T) {
 	ctx := context.Background()
 	registerMutating(t)
 	setConfig(t, map[string]string{admit.KeyAutoLabel: "true"})
-	if v, err := hook.Metric("gpu_label_webhook_resourceslices_synced"); err != nil || v != 1 {
-		t.Fatalf("resourceslices_synced = %v (%v)", v, err)
-	}
+	eventually(t, "gpu_label_webhook_resourceslices_synced 1", func() bool {
+		v, err := hook.Metric("gpu_label_webhook_resourceslices_synced")
+		return err == nil && v == 1
+	})
 
 	a := joinDRANode(t, "dra-a", nil)
 	nfd, nfdWarn := client(t, cluster.Admin) // nfd-master's patch
