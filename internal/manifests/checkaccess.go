@@ -3,6 +3,7 @@ package manifests
 import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	resourcev1 "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -15,11 +16,12 @@ import (
 // CheckName names the test's ServiceAccount, roles, bindings and pod.
 const CheckName = Name + "-check"
 
-// CheckClusterRules are what `webhook check` reads cluster-wide: the nodes, and the two
-// webhook configurations by name.
+// CheckClusterRules are what `webhook check` reads cluster-wide: the nodes, the ResourceSlices
+// beside them, and the two webhook configurations by name.
 func CheckClusterRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list"}},
+		{APIGroups: []string{resourcev1.GroupName}, Resources: []string{"resourceslices"}, Verbs: []string{"list"}},
 		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"}, ResourceNames: []string{MutatingName}, Verbs: []string{"get"}},
 		{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"validatingwebhookconfigurations"}, ResourceNames: []string{AuditName}, Verbs: []string{"get"}},
 	}
