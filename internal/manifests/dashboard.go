@@ -79,6 +79,8 @@ func Dashboard() ([]byte, error) {
 			fmt.Sprintf(`sum(up{job=%q, %s})`, Job, sel), nil)).
 		WithPanel(single("Config", "Whether every pod's last config read was valid (0: rejected, the last good config stays in force).",
 			fmt.Sprintf(`min(gpu_label_webhook_config_valid{%s})`, sel), mapping(map[string][2]string{"1": {"valid", "green"}, "0": {"invalid", "red"}}))).
+		WithPanel(single("ResourceSlices", "Whether every pod watches the ResourceSlices DRA drivers publish (0: resource.k8s.io/v1 not served, or the watch fails; nodes are judged without them).",
+			fmt.Sprintf(`min(gpu_label_webhook_resourceslices_synced{%s})`, sel), mapping(map[string][2]string{"1": {"watched", "green"}, "0": {"not read", "orange"}}))).
 		WithPanel(single("Labeled (24h)", "Node writes the webhook labeled in the last 24 hours.",
 			fmt.Sprintf(`sum(increase(gpu_label_webhook_findings_total{%s, reason=%q}[24h]))`, sel, admit.ReasonLabeled), nil)).
 		WithPanel(single("Left unlabeled (24h)", "Findings of GPU nodes left without the label in the last 24 hours (warn-only install, or a model the webhook cannot name).",
