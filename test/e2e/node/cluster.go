@@ -72,6 +72,7 @@ type Cluster struct {
 	containerdSock  string
 	procs           []*named
 	kubelet         *env.Process
+	draDrivers      []*DRADriver
 	// SlowStops names the processes Stop waited for more than a second, and how long.
 	SlowStops []string
 }
@@ -594,6 +595,12 @@ func (c *Cluster) stop(name string) {
 	}
 }
 
+// kubeletStatusReportFrequency is how often the kubelet sends its full status report when nothing
+// changed (5 minutes by default): the write that labels a node once its ResourceSlices or its
+// labels name its GPUs. Dynamic Resource Allocation needs no setting: it is GA and always on
+// in 1.37, its plugins registering under the kubelet's --root-dir.
+const kubeletStatusReportFrequency = 10 * time.Second
+
 func (c *Cluster) writeKubeletConfig() error {
 	for _, d := range []string{"kubelet", "kubelet-pki", "static-pods", "pod-logs", "volume-plugins"} {
 		if err := os.MkdirAll(c.path(d), 0o755); err != nil {
@@ -623,12 +630,12 @@ volumePluginDir: %q
 makeIPTablesUtilChains: false
 resolvConf: ""
 nodeStatusUpdateFrequency: 2s
-nodeStatusReportFrequency: 10s
+nodeStatusReportFrequency: %v
 serializeImagePulls: false
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "1Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
-`, c.containerdSock, NodeIP, kubeletPort, c.path("ca.crt"), c.path("static-pods"), c.path("pod-logs"), c.path("volume-plugins"))
+`, c.containerdSock, NodeIP, kubeletPort, c.path("ca.crt"), c.path("static-pods"), c.path("pod-logs"), c.path("volume-plugins"), kubeletStatusReportFrequency)
 	return os.WriteFile(c.path("kubelet.yaml"), []byte(config), 0o644)
 }
 
@@ -761,7 +768,12 @@ func (c *Cluster) KeepLogs(dir string) (string, error) {
 // the host now and before.
 func (c *Cluster) Stop() error {
 	var errs []error
-	// The kubelet first, or it restarts the pods killed below; kube-proxy before its rules go.
+	// DRA drivers first: their sockets are in the kubelet's folders, and they publish to the
+	// apiserver stopped below.
+	for _, d := range c.draDrivers {
+		d.Stop()
+	}
+	// The kubelet next, or it restarts the pods killed below; kube-proxy before its rules go.
 	for _, name := range []string{"kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager"} {
 		c.stop(name)
 	}

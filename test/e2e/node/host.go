@@ -24,9 +24,13 @@ var (
 		"net/ipv4/conf/all/route_localnet", "net/netfilter/nf_conntrack_max", // kube-proxy
 		"net/bridge/bridge-nf-call-iptables",
 	}
-	// Folders whose new entries are removed (and the folder itself when it did not exist).
+	// Folders whose new entries are removed (and the folder itself when it did not exist),
+	// deepest first. The kubelet's plugin folders follow its --root-dir, in the cluster's folder
+	// here; plugins/ and plugins_registry/ under /var/lib/kubelet are where DRA and CSI plugins
+	// put their sockets by default.
 	watchedDirs = []string{
-		"/var/lib/kubelet/device-plugins", "/var/lib/kubelet", "/var/log/containers", "/var/log/pods",
+		"/var/lib/kubelet/device-plugins", "/var/lib/kubelet/plugins_registry", "/var/lib/kubelet/plugins", "/var/lib/kubelet",
+		"/var/log/containers", "/var/log/pods",
 		"/run/containerd", "/var/run/netns", "/run/netns", "/var/lib/cni", "/run/runc",
 	}
 	cgroupRoot = "/sys/fs/cgroup"
@@ -188,7 +192,7 @@ func (before *hostState) restore() error {
 			}
 		}
 	}
-	// Deepest folders first: device-plugins before the kubelet's folder.
+	// Deepest folders first: device-plugins and plugins before the kubelet's folder.
 	for _, d := range watchedDirs {
 		had, existed := before.dirs[d]
 		if !existed {

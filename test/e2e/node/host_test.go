@@ -37,7 +37,7 @@ func TestHostDiffNamesWhatChanged(t *testing.T) {
 		iptables: map[string]string{"iptables-save": "*nat\nCOMMIT"},
 		links:    []string{"lo", "eth0"},
 		mounts:   []string{"/"},
-		dirs:     map[string][]string{"/var/lib/kubelet/device-plugins": nil},
+		dirs:     map[string][]string{"/var/lib/kubelet/device-plugins": nil, "/var/lib/kubelet/plugins_registry": {}},
 	}
 	same := *before
 	if d := before.diff(&same); d != "" {
@@ -48,11 +48,12 @@ func TestHostDiffNamesWhatChanged(t *testing.T) {
 		iptables: map[string]string{"iptables-save": "*nat\n:KUBE-SERVICES - [0:0]\nCOMMIT"},
 		links:    []string{"lo", "eth0", Bridge},
 		mounts:   []string{"/", "/tmp/x/kubelet"},
-		dirs:     map[string][]string{"/var/lib/kubelet/device-plugins": {"kubelet_internal_checkpoint"}},
-		cgroups:  []string{"/sys/fs/cgroup/memory/kubepods"},
+		dirs: map[string][]string{"/var/lib/kubelet/device-plugins": {"kubelet_internal_checkpoint"},
+			"/var/lib/kubelet/plugins_registry": {"gpu.nvidia.com-reg.sock"}, "/var/lib/kubelet/plugins": {"gpu.nvidia.com"}},
+		cgroups: []string{"/sys/fs/cgroup/memory/kubepods"},
 	}
 	d := before.diff(after)
-	for _, want := range []string{"vm/overcommit_memory: 1, was 0", "iptables-save differs", Bridge, "new mount /tmp/x/kubelet", "kubelet_internal_checkpoint", "kubepods"} {
+	for _, want := range []string{"vm/overcommit_memory: 1, was 0", "iptables-save differs", Bridge, "new mount /tmp/x/kubelet", "kubelet_internal_checkpoint", "gpu.nvidia.com-reg.sock", "/var/lib/kubelet/plugins holds [gpu.nvidia.com], held []", "kubepods"} {
 		if !strings.Contains(d, want) {
 			t.Errorf("the difference does not name %q:\n%s", want, d)
 		}
