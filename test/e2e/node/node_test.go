@@ -174,6 +174,13 @@ var scenarios = []scenario{
 		if v, ok := getNode(t, c, nodeName).Labels[admit.DefaultLabelKey]; ok {
 			t.Fatalf("labeled %q while not opted in", v)
 		}
+		// The node-lifecycle controller patches a re-registered node to drop its not-ready
+		// taints; a patch of its after the opt-in would carry the label instead of the kubelet's.
+		eventually(t, c, "the node-lifecycle controller to lift the node's not-ready taints", time.Minute, func() bool {
+			return !slices.ContainsFunc(getNode(t, c, nodeName).Spec.Taints, func(tn corev1.Taint) bool {
+				return tn.Key == corev1.TaintNodeNotReady || tn.Key == corev1.TaintNodeUnreachable
+			})
+		})
 		// Opting in changes no Node; the kubelet's next status report is what gets labeled.
 		optIn(t, c, true)
 		eventually(t, c, "the kubelet's next status report to be labeled h100", time.Minute, func() bool {
