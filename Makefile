@@ -23,7 +23,7 @@ K8S_MINOR   := $(subst v,,$(basename $(K8S_VERSION)))
 override KUBEBUILDER_ASSETS := $(abspath $(K8S_BIN))
 export KUBEBUILDER_ASSETS
 
-.PHONY: install help build test unit e2e e2e-node node-tools verify manifests demo bench fuzz tools k8s-build dist image image-test docker-build deploy undeploy clean
+.PHONY: install help build test unit e2e e2e-node node-tools verify manifests demo bench fuzz control-plane tools k8s-build dist image image-test docker-build deploy undeploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -72,10 +72,10 @@ verify: $(BIN)/actionlint $(BIN)/promtool ## gofmt, go vet, the manifests match 
 manifests: ## Regenerate manifests/, the Helm chart and the README's reference sections
 	$(GO) run ./cmd/webhook manifests --dir manifests --chart-dir charts/gpu-label-webhook --readme README.md
 
-demo: tools build ## Tell the story on a local control plane (KEEP=1 leaves it running)
+demo: control-plane build ## Tell the story on a local control plane (KEEP=1 leaves it running)
 	$(GO) run ./test/demo $(if $(KEEP),--keep)
 
-bench: tools build ## Benchmarks: handler vs the idiomatic way, served throughput, the real apiserver; writes bin/bench.json
+bench: control-plane build ## Benchmarks: handler vs the idiomatic way, served throughput, the real apiserver; writes bin/bench.json
 	$(GO) run ./test/bench
 
 fuzz: ## Run the fuzz targets longer
@@ -91,11 +91,18 @@ $(NODE_TOOLS) &: test/tools/k8s/go.mod test/tools/k8s/go.sum
 	mkdir -p $(K8S_BIN)
 	cd test/tools/k8s && $(GO) build -trimpath -ldflags "$(K8S_LDFLAGS)" -o $(abspath $(K8S_BIN))/ $(addprefix k8s.io/kubernetes/cmd/,$(notdir $(NODE_TOOLS)))
 
-# The tools no setup-envtest folder holds: helm, and cert-manager's controller and cainjector.
+# The control plane the demo, the bench and the e2e tests run, and what only the e2e tests
+# run besides: helm, and cert-manager's controller and cainjector (no setup-envtest folder
+# holds those).
+CONTROL_PLANE := $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl $(K8S_BIN)/etcd
 OTHER_TOOLS := $(K8S_BIN)/helm $(CM_BIN)/controller $(CM_BIN)/cainjector
 PARALLEL    = $(if $(findstring jobserver,$(MAKEFLAGS)),,-j2)
 
-tools: ## kube-apiserver, kubectl, etcd in bin/k8s (linked from KUBEBUILDER_ASSETS if those are v1.37, else built), helm, cert-manager's controller and cainjector
+control-plane: ## kube-apiserver, kubectl, etcd in bin/k8s (linked from KUBEBUILDER_ASSETS if those are v1.37, else built): all make demo and make bench need
+	@test/tools/reuse-assets.sh "$(K8S_ASSETS)" "$(K8S_BIN)" "$(K8S_MINOR)" || \
+	  $(MAKE) --no-print-directory $(PARALLEL) $(CONTROL_PLANE)
+
+tools: ## The control plane as make control-plane does, helm, cert-manager's controller and cainjector
 	@if test/tools/reuse-assets.sh "$(K8S_ASSETS)" "$(K8S_BIN)" "$(K8S_MINOR)"; then \
 	  $(MAKE) --no-print-directory $(PARALLEL) $(OTHER_TOOLS); \
 	else \
@@ -104,7 +111,7 @@ tools: ## kube-apiserver, kubectl, etcd in bin/k8s (linked from KUBEBUILDER_ASSE
 
 # The builds share nothing but the Go build cache, so they run side by side: -j2 above,
 # unless make already runs in parallel (make -j4 test), whose job slots the sub-make shares.
-k8s-build: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/kubectl $(K8S_BIN)/etcd $(OTHER_TOOLS)
+k8s-build: $(CONTROL_PLANE) $(OTHER_TOOLS)
 
 # rm -f first: a target may be a link into the user's KUBEBUILDER_ASSETS (see tools), which
 # a build must replace, not write through.

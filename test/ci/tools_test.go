@@ -21,6 +21,7 @@ func fakeGo(t *testing.T) (gobin, log string) {
 	script := `#!/bin/sh
 echo "go $*" >> '` + log + `'
 while [ $# -gt 0 ] && [ "$1" != -o ]; do shift; done
+[ $# -gt 0 ] || exit 0 # go run: nothing to write
 out=$2
 shift 2
 case $out in
@@ -68,11 +69,16 @@ func withoutHelm(builds string) string {
 // building with gobin, and returns its output and the builds gobin logged.
 func makeTools(t *testing.T, assets, bin, gobin, log string) (out, builds string) {
 	t.Helper()
-	cmd := exec.Command("make", "--no-print-directory", "-C", root, "tools",
+	return makeTarget(t, "tools", assets, bin, gobin, log)
+}
+
+func makeTarget(t *testing.T, target, assets, bin, gobin, log string) (out, builds string) {
+	t.Helper()
+	cmd := exec.Command("make", "--no-print-directory", "-C", root, target,
 		"KUBEBUILDER_ASSETS="+assets, "BIN="+bin, "GO="+gobin)
 	o, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("make tools: %v\n%s", err, o)
+		t.Fatalf("make %s: %v\n%s", target, err, o)
 	}
 	b, err := os.ReadFile(log)
 	if err != nil && !os.IsNotExist(err) {
@@ -232,6 +238,39 @@ func TestToolsReusesRealBinaries(t *testing.T) {
 		if b != "etcd" && !strings.Contains(string(got), "v1.37.") {
 			t.Errorf("bin/k8s/%s reports %q, want v1.37.x", b, got)
 		}
+	}
+}
+
+// A first `make demo` builds what the demo runs and nothing more: the control plane and the
+// webhook, not helm or cert-manager, which only the e2e tests run.
+func TestDemoBuildsOnlyWhatItRuns(t *testing.T) {
+	tests := map[string]struct {
+		assets func(t *testing.T) string
+		want   []string
+	}{
+		"from source": {
+			assets: func(t *testing.T) string { return "" },
+			want:   []string{"k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl", "go.etcd.io/etcd/server/v3", "./cmd/webhook", "go run ./test/demo"},
+		},
+		"with the control plane in KUBEBUILDER_ASSETS": {
+			assets: func(t *testing.T) string { return fakeAssets(t, "v1.37.0", k8sBinaries...) },
+			want:   []string{"./cmd/webhook", "go run ./test/demo"},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			gobin, log := fakeGo(t)
+			_, builds := makeTarget(t, "demo", tc.assets(t), filepath.Join(t.TempDir(), "bin"), gobin, log)
+			lines := strings.Split(strings.TrimSpace(builds), "\n")
+			if len(lines) != len(tc.want) {
+				t.Errorf("make demo ran %d go commands, want %d:\n%s", len(lines), len(tc.want), builds)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(builds, w) {
+					t.Errorf("make demo did not run %q:\n%s", w, builds)
+				}
+			}
+		})
 	}
 }
 
