@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -17,12 +18,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/report"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/testnode"
 	"github.com/gpu-label-webhook/gpu-label-webhook/test/e2e/env"
 )
@@ -124,7 +125,8 @@ func run(keep bool) error {
 	}
 
 	step("The next GPU node joins, from the autoscaler: labeled on its CREATE")
-	if _, _, err := join("ip-10-0-2-33.ec2.internal", "p5.48xlarge"); err != nil {
+	second, secondKubelet, err := join("ip-10-0-2-33.ec2.internal", "p5.48xlarge")
+	if err != nil {
 		return err
 	}
 	if err := showNodes(); err != nil {
@@ -137,8 +139,7 @@ func run(keep bool) error {
 		return err
 	}
 	fmt.Println("the device plugin reports 8 GPUs through nodes/status...")
-	onprem.Status.Capacity["nvidia.com/gpu"] = resource.MustParse("8")
-	if onprem, err = onpremKubelet.CoreV1().Nodes().UpdateStatus(ctx, onprem, metav1.UpdateOptions{}); err != nil {
+	if err := reportGPUs(onpremKubelet, onprem.Name); err != nil {
 		return err
 	}
 	fmt.Println("...then GPU Feature Discovery labels the product:")
@@ -150,18 +151,25 @@ func run(keep bool) error {
 		return err
 	}
 
-	step("The first node, which joined before the opt-in, sends its next status report")
-	first.Status.Capacity["nvidia.com/gpu"] = resource.MustParse("8")
-	if _, err := firstKubelet.CoreV1().Nodes().Patch(ctx, first.Name, types.StrategicMergePatchType,
-		[]byte(`{"status":{"capacity":{"nvidia.com/gpu":"8"},"allocatable":{"nvidia.com/gpu":"8"}}}`), metav1.PatchOptions{}, "status"); err != nil {
-		return err
+	step("The EKS nodes' device plugins report their GPUs; the first node, which joined before the opt-in, is labeled on that status report")
+	for _, n := range []struct {
+		name string
+		cs   kubernetes.Interface
+	}{{first.Name, firstKubelet}, {second.Name, secondKubelet}} {
+		if err := reportGPUs(n.cs, n.name); err != nil {
+			return err
+		}
 	}
 	if err := showNodes(); err != nil {
 		return err
 	}
 
-	step("The advisory check agrees: every GPU node is labeled")
+	step("The advisory check agrees: every GPU node is labeled, and SkyPilot sees every GPU")
 	if err := webhookCLI("check"); err != nil {
+		return err
+	}
+	// The step's title is a claim: hold the demo to it, so a change that breaks it fails here.
+	if err := checkClean(filepath.Join(cluster.Root, "bin", "webhook"), admin); err != nil {
 		return err
 	}
 
@@ -173,6 +181,45 @@ func run(keep bool) error {
 		<-sig
 	}
 	step("Done; cleaning up")
+	return nil
+}
+
+// reportGPUs is a kubelet's status report once its device plugin has registered: the GPUs in
+// capacity and in allocatable, which is where SkyPilot counts them.
+func reportGPUs(kubelet kubernetes.Interface, node string) error {
+	patch := `{"status":{"capacity":{"nvidia.com/gpu":"8"},"allocatable":{"nvidia.com/gpu":"8"}}}`
+	_, err := kubelet.CoreV1().Nodes().Patch(context.Background(), node, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}, "status")
+	return err
+}
+
+// checkClean reads `webhook check -o json`: every GPU node labeled and nothing SkyPilot would
+// get wrong.
+func checkClean(webhook, kubeconfig string) error {
+	out, err := exec.Command(webhook, "check", "-o", "json", "--kubeconfig", kubeconfig).Output()
+	if err != nil {
+		return fmt.Errorf("webhook check -o json: %w", err)
+	}
+	var c report.Check
+	if err := json.Unmarshal(out, &c); err != nil {
+		return fmt.Errorf("webhook check -o json: %w", err)
+	}
+	var problems []string
+	for _, n := range c.Nodes {
+		if n.GPU && n.CurrentLabel == "" {
+			problems = append(problems, n.Name+" is not labeled")
+		}
+		for _, f := range n.Findings {
+			if f.Warning() {
+				problems = append(problems, fmt.Sprintf("%s: %s", n.Name, f.Message))
+			}
+		}
+	}
+	for _, f := range c.Cluster.Findings {
+		problems = append(problems, fmt.Sprintf("%s %s: %s", f.Severity, f.Reason, f.Message))
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("the check contradicts the demo:\n  %s", strings.Join(problems, "\n  "))
+	}
 	return nil
 }
 
