@@ -155,7 +155,8 @@ $(BIN)/cyclonedx-gomod: test/tools/ci/go.mod test/tools/ci/go.sum
 # Release assets, what .github/workflows/release.yaml publishes: for each platform the Krew
 # manifest (plugins/krew/gpu-label.yaml) lists, kubectl-gpu_label_<os>_<arch>.tar.gz holding
 # `make build`'s binary as kubectl-gpu_label, and its CycloneDX SBOM read from that binary;
-# SHA256SUMS over all. Archives are reproducible: fixed owner, mode and commit-time mtime.
+# SHA256SUMS over all. Reproducible: archives of fixed owner, mode and commit-time mtime, SBOMs
+# without a serial number or time.
 PLATFORMS   := linux/amd64 linux/arm64 darwin/arm64
 DIST        := $(BIN)/dist
 SOURCE_DATE := $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
@@ -175,27 +176,36 @@ endef
 # (make dist and make image).
 build-for = GOOS=$(1) GOARCH=$(2) $(MAKE) --no-print-directory build BIN=$(3) VERSION=$(VERSION)
 
+# $(1) a binary, $(2) the CycloneDX SBOM to write of it, read from the module information the
+# binary records; without a serial number or a time, so the same binary gives the same bytes.
+sbom = $(BIN)/cyclonedx-gomod bin -json -noserial -notimestamp -version $(VERSION) -output $(2) $(1)
+
 # $(1) GOOS, $(2) GOARCH: one platform's archive and SBOM.
 define dist-platform
 $(call build-for,$(1),$(2),$(DIST)/$(1)_$(2))
 	mv $(DIST)/$(1)_$(2)/webhook $(DIST)/$(1)_$(2)/kubectl-gpu_label
 	tar -C $(DIST)/$(1)_$(2) --sort=name --owner=0 --group=0 --numeric-owner --mode=0755 --mtime=@$(SOURCE_DATE) -cf - kubectl-gpu_label | gzip -n > $(DIST)/kubectl-gpu_label_$(1)_$(2).tar.gz
-	$(BIN)/cyclonedx-gomod bin -json -version $(VERSION) -output $(DIST)/kubectl-gpu_label_$(1)_$(2).sbom.cdx.json $(DIST)/$(1)_$(2)/kubectl-gpu_label
+	$(call sbom,$(DIST)/$(1)_$(2)/kubectl-gpu_label,$(DIST)/kubectl-gpu_label_$(1)_$(2).sbom.cdx.json)
 	rm -r $(DIST)/$(1)_$(2)
 endef
 
 # The image, without a Docker engine: `make build` for each platform into a folder of its own
-# (as make dist does), then image-builder puts each binary on an empty base and writes one
-# OCI archive holding the index over both, named $(IMAGE). Reproducible like the archives.
+# (as make dist does) and its SBOM beside it, then image-builder puts each binary on an empty
+# base, attests each image with its SBOM and a provenance statement (in-toto, in the index as
+# BuildKit stores them), and writes one OCI archive holding the index, named $(IMAGE).
+# Reproducible like the archives. BUILDER is the provenance's builder.id (the release sets
+# its workflow's).
 IMAGE_PLATFORMS := linux/amd64 linux/arm64
 IMAGE_DIR   := $(BIN)/image
 IMAGE_TAR   := $(IMAGE_DIR)/gpu-label-webhook.tar
 REVISION    := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+image-bin    = $(IMAGE_DIR)/$(subst /,_,$(1))/webhook
 
-image: $(BIN)/image-builder ## The multi-arch image (linux/amd64, linux/arm64) as an OCI archive, bin/image/gpu-label-webhook.tar, no Docker needed (IMAGE=name:tag, VERSION=tag)
+image: $(BIN)/image-builder $(BIN)/cyclonedx-gomod ## The multi-arch image (linux/amd64, linux/arm64) with its SBOMs and provenance as an OCI archive, bin/image/gpu-label-webhook.tar, no Docker needed (IMAGE=name:tag, VERSION=tag)
 	$(foreach p,$(IMAGE_PLATFORMS),$(call build-for,$(word 1,$(subst /, ,$(p))),$(word 2,$(subst /, ,$(p))),$(IMAGE_DIR)/$(subst /,_,$(p)))$(newline))
-	$(BIN)/image-builder $(foreach p,$(IMAGE_PLATFORMS),--binary $(p)=$(IMAGE_DIR)/$(subst /,_,$(p))/webhook) \
-	  --tag $(IMAGE) --out $(IMAGE_TAR) --version $(VERSION) --revision $(REVISION) --source-date $(SOURCE_DATE)
+	$(foreach p,$(IMAGE_PLATFORMS),$(call sbom,$(call image-bin,$(p)),$(call image-bin,$(p)).cdx.json)$(newline))
+	$(BIN)/image-builder $(foreach p,$(IMAGE_PLATFORMS),--binary $(p)=$(call image-bin,$(p)) --sbom $(p)=$(call image-bin,$(p)).cdx.json) \
+	  --tag $(IMAGE) --out $(IMAGE_TAR) --version $(VERSION) --revision $(REVISION) --source-date $(SOURCE_DATE) $(if $(BUILDER),--builder $(BUILDER))
 
 # The pod sandbox image the real-node tests run (no registry to pull one from).
 $(IMAGE_DIR)/pause.tar: $(BIN)/image-builder test/e2e/node/pause/main.go
@@ -203,7 +213,7 @@ $(IMAGE_DIR)/pause.tar: $(BIN)/image-builder test/e2e/node/pause/main.go
 	$(BIN)/image-builder --pause --binary linux/$(shell $(GO) env GOARCH)=$(IMAGE_DIR)/pause/pause --tag gpu-label-webhook.test/pause:1 \
 	  --out $@ --version test --revision $(REVISION) --source-date $(SOURCE_DATE)
 
-image-test: image ## Check make image's archive (platforms, user, entrypoint, files, the Dockerfile agrees, reproducible) and image-builder itself
+image-test: image ## Check make image's archive (platforms, user, entrypoint, files, attestations, the Dockerfile agrees, reproducible, crane pushes it whole) and image-builder itself
 	IMAGE_ARCHIVE=$(abspath $(IMAGE_TAR)) $(GO) test -C test/tools/image -count=1 ./...
 
 docker-build: ## Build the image with a Docker engine, from the Dockerfile

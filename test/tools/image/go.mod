@@ -1,11 +1,16 @@
 // Module of the image tools: image-builder (make image) writes the webhook's OCI image with
-// go-containerregistry's packages, and crane, pinned here at the same version, pushes it in
-// the release. Kept apart from the project's module so neither reaches the webhook's go.mod.
+// go-containerregistry's packages and attests it with in-toto's own statement types, and
+// crane, pinned here at the same version, pushes it in the release. Kept apart from the
+// project's module so none of them reaches the webhook's go.mod.
 module github.com/gpu-label-webhook/gpu-label-webhook/test/tools/image
 
 go 1.26.0
 
-require github.com/google/go-containerregistry v0.22.1
+require (
+	github.com/google/go-containerregistry v0.22.1
+	github.com/in-toto/attestation v1.1.2
+	google.golang.org/protobuf v1.36.6
+)
 
 require (
 	github.com/docker/cli v29.7.2+incompatible // indirect

@@ -45,11 +45,24 @@ func (p platform) String() string { return p.os + "/" + p.arch }
 // imageSpec is everything the image is made of: the same spec gives the same bytes.
 type imageSpec struct {
 	binaries map[platform][]byte
+	// sboms are the binaries' CycloneDX SBOMs, by platform: given, each image is attested
+	// (attest.go).
+	sboms map[platform][]byte
+	// builder is the provenance's builder.id: who ran the build.
+	builder string
 	// pause makes the tests' pod sandbox image (/pause) instead of the webhook's.
 	pause    bool
 	version  string
 	revision string
 	created  time.Time
+}
+
+// binaryName is the one file the image runs, at its root.
+func binaryName(s imageSpec) string {
+	if s.pause {
+		return "pause"
+	}
+	return "webhook"
 }
 
 // labels go on each platform's config (what `docker inspect` shows) and on the index
@@ -74,7 +87,8 @@ func buildIndex(s imageSpec) (v1.ImageIndex, error) {
 	}
 	slices.SortFunc(platforms, func(a, b platform) int { return strings.Compare(a.String(), b.String()) })
 
-	var adds []mutate.IndexAddendum
+	// The images first, then their attestations in the same order, as BuildKit lists them.
+	var adds, attestations []mutate.IndexAddendum
 	for _, p := range platforms {
 		img, err := buildImage(s, p)
 		if err != nil {
@@ -84,8 +98,26 @@ func buildIndex(s imageSpec) (v1.ImageIndex, error) {
 			Add:        plainImage{img},
 			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: p.os, Architecture: p.arch}},
 		})
+		if s.sboms == nil {
+			continue
+		}
+		digest, err := img.Digest()
+		if err != nil {
+			return nil, err
+		}
+		att, err := attestation(s, p, digest)
+		if err != nil {
+			return nil, err
+		}
+		attestations = append(attestations, mutate.IndexAddendum{
+			Add: plainImage{att},
+			Descriptor: v1.Descriptor{
+				Platform:    &v1.Platform{OS: "unknown", Architecture: "unknown"},
+				Annotations: map[string]string{annotationReferenceType: referenceTypeAttestation, annotationReferenceDigest: digest.String()},
+			},
+		})
 	}
-	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), adds...)
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), append(adds, attestations...)...)
 	return mutate.Annotations(idx, s.labels()).(v1.ImageIndex), nil
 }
 
@@ -111,11 +143,11 @@ func (i plainImage) Descriptor() (*v1.Descriptor, error) {
 }
 
 func buildImage(s imageSpec, p platform) (v1.Image, error) {
-	name, ep, args := "webhook", entrypoint, cmd
+	ep, args := entrypoint, cmd
 	if s.pause {
-		name, ep, args = "pause", pauseEntrypoint, nil
+		ep, args = pauseEntrypoint, nil
 	}
-	fsTar, err := rootfs(name, s.binaries[p], s.created)
+	fsTar, err := rootfs(binaryName(s), s.binaries[p], s.created)
 	if err != nil {
 		return nil, err
 	}

@@ -6,24 +6,37 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
+	"debug/buildinfo"
 	"debug/elf"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"log"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	provenance "github.com/in-toto/attestation/go/predicates/provenance/v1"
+	intoto "github.com/in-toto/attestation/go/v1"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // The root of the repository, from this package's folder.
@@ -54,21 +67,68 @@ func fakeELF(t *testing.T, m elf.Machine) []byte {
 	return buf.Bytes()
 }
 
-// fakeBinaries writes a fake webhook for linux/amd64 and linux/arm64 and returns the
-// --binary flags naming them, and their contents by platform.
-func fakeBinaries(t *testing.T) (flags []string, want map[string][]byte) {
+// testBinaries builds a small Go program for linux/amd64 and linux/arm64 (Go binaries record
+// the build information the provenance reads, as make build's do), writes a CycloneDX SBOM
+// for each, and returns the --binary and --sbom flags naming them, and the binaries by
+// platform.
+func testBinaries(t *testing.T) (flags []string, want map[string][]byte) {
 	t.Helper()
-	dir := t.TempDir()
+	builtOnce.Do(func() { built, buildErr = buildTestBinaries() })
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
 	want = map[string][]byte{}
-	for _, arch := range []string{"amd64", "arm64"} {
-		path := filepath.Join(dir, arch)
-		want["linux/"+arch] = fakeELF(t, machines[arch])
-		if err := os.WriteFile(path, want["linux/"+arch], 0o755); err != nil {
-			t.Fatal(err)
-		}
-		flags = append(flags, "--binary", "linux/"+arch+"="+path)
+	for _, p := range []string{"linux/amd64", "linux/arm64"} {
+		b := built[p]
+		want[p] = b.binary
+		flags = append(flags, "--binary", p+"="+b.path, "--sbom", p+"="+b.sbom)
 	}
 	return flags, want
+}
+
+type testBinary struct {
+	path, sbom string
+	binary     []byte
+}
+
+var (
+	builtOnce sync.Once
+	built     map[string]testBinary
+	buildErr  error
+)
+
+func buildTestBinaries() (map[string]testBinary, error) {
+	dir, err := os.MkdirTemp("", "image-builder-test-")
+	if err != nil {
+		return nil, err
+	}
+	for name, body := range map[string]string{
+		"go.mod":  "module example.com/hello\n\ngo 1.26\n",
+		"main.go": "package main\n\nfunc main() { println(\"hello\") }\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	out := map[string]testBinary{}
+	for _, arch := range []string{"amd64", "arm64"} {
+		b := testBinary{path: filepath.Join(dir, "hello-"+arch), sbom: filepath.Join(dir, "hello-"+arch+".cdx.json")}
+		cmd := exec.Command("go", "build", "-trimpath", "-o", b.path, ".")
+		cmd.Dir, cmd.Env = dir, append(os.Environ(), "GOOS=linux", "GOARCH="+arch, "CGO_ENABLED=0", "GOFLAGS=-mod=mod")
+		if o, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("building the test binary for %s: %v\n%s", arch, err, o)
+		}
+		var err error
+		if b.binary, err = os.ReadFile(b.path); err != nil {
+			return nil, err
+		}
+		sbom := `{"bomFormat":"CycloneDX","specVersion":"1.6","version":1,"metadata":{"component":{"name":"example.com/hello","version":"v1.2.3"}},"components":[]}`
+		if err := os.WriteFile(b.sbom, []byte(sbom), 0o644); err != nil {
+			return nil, err
+		}
+		out["linux/"+arch] = b
+	}
+	return out, nil
 }
 
 // build runs the tool as make does and returns the archive's path and what it printed.
@@ -90,7 +150,7 @@ func fakeArgs(binaries []string) []string {
 }
 
 func TestImage(t *testing.T) {
-	binaries, want := fakeBinaries(t)
+	binaries, want := testBinaries(t)
 	path, said := build(t, fakeArgs(binaries)...)
 	img := readArchive(t, path)
 	img.check(t, want, "v1.2.3", date)
@@ -104,14 +164,17 @@ func TestImage(t *testing.T) {
 			t.Errorf("image-builder printed\n%s\nwithout %s's manifest digest %s", said, m.Platform, m.Digest)
 		}
 	}
+	if !strings.Contains(said, "(SBOM and provenance of linux/arm64)") {
+		t.Errorf("image-builder printed\n%s\nwithout naming what each attestation is of", said)
+	}
 }
 
 // The same binaries, version, commit and date give the same bytes, whatever the order of
 // the flags; another date gives another image.
 func TestImageIsReproducible(t *testing.T) {
-	binaries, _ := fakeBinaries(t)
+	binaries, _ := testBinaries(t)
 	first, _ := build(t, fakeArgs(binaries)...)
-	swapped := append(slices.Clone(binaries[2:4]), binaries[0:2]...)
+	swapped := append(slices.Clone(binaries[4:]), binaries[:4]...) // arm64's flags first
 	second, _ := build(t, fakeArgs(swapped)...)
 	if a, b := fileSum(t, first), fileSum(t, second); a != b {
 		t.Errorf("two builds of the same inputs differ: %s and %s", a, b)
@@ -124,17 +187,33 @@ func TestImageIsReproducible(t *testing.T) {
 }
 
 func TestImageRefusesBadInput(t *testing.T) {
-	binaries, _ := fakeBinaries(t)
+	binaries, _ := testBinaries(t)
+	dir := t.TempDir()
+	notGo, notCycloneDX := filepath.Join(dir, "not-go"), filepath.Join(dir, "spdx.json")
+	if err := os.WriteFile(notGo, fakeELF(t, elf.EM_X86_64), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(notCycloneDX, []byte(`{"spdxVersion":"SPDX-2.3"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	amd64 := func(args ...string) []string {
+		return append(args, "--tag", "x:y", "--version", "v1", "--revision", "r", "--source-date", "0")
+	}
+	sbom := built["linux/amd64"].sbom
 	tests := map[string]struct {
 		args []string
 		want string
 	}{
-		"a platform given twice":   {append(fakeArgs(binaries), binaries[0], binaries[1]), "given twice"},
-		"a binary without os/arch": {append(fakeArgs(binaries), "--binary", "amd64=x"), "want os/arch=path"},
-		"no binary":                {fakeArgs(nil), "are all required"},
-		"a date that is no number": {append(fakeArgs(binaries), "--source-date", "yesterday"), "--source-date"},
-		"a tag that is no name":    {append(fakeArgs(binaries), "--tag", "Gpu Label:latest"), "--tag"},
-		"a binary that is missing": {append(fakeArgs(binaries), "--binary", "linux/s390x=/nonexistent"), "nonexistent"},
+		"a platform given twice":                {append(fakeArgs(binaries), binaries[0], binaries[1]), "given twice"},
+		"an SBOM for a platform with no binary": {append(fakeArgs(binaries), "--sbom", "linux/s390x="+sbom), "--sbom linux/s390x: no --binary"},
+		"a binary without its SBOM":             {amd64("--binary", "linux/amd64="+built["linux/amd64"].path, "--binary", "linux/arm64="+built["linux/arm64"].path, "--sbom", "linux/amd64="+sbom), "--binary linux/arm64 has no --sbom"},
+		"an SBOM that is not CycloneDX":         {amd64("--binary", "linux/amd64="+built["linux/amd64"].path, "--sbom", "linux/amd64="+notCycloneDX), "want a CycloneDX SBOM"},
+		"an attested binary that is not Go's":   {amd64("--binary", "linux/amd64="+notGo, "--sbom", "linux/amd64="+sbom), "no Go build information"},
+		"a binary without os/arch":              {append(fakeArgs(binaries), "--binary", "amd64=x"), "want os/arch=path"},
+		"no binary":                             {fakeArgs(nil), "are all required"},
+		"a date that is no number":              {append(fakeArgs(binaries), "--source-date", "yesterday"), "--source-date"},
+		"a tag that is no name":                 {append(fakeArgs(binaries), "--tag", "Gpu Label:latest"), "--tag"},
+		"a binary that is missing":              {append(fakeArgs(binaries), "--binary", "linux/s390x=/nonexistent"), "nonexistent"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -169,7 +248,7 @@ func TestParseRef(t *testing.T) {
 // the webhook as this image does, as the same user, from the same path.
 func TestDockerfileAgrees(t *testing.T) {
 	stage := finalStage(t, filepath.Join(root, "Dockerfile"))
-	binaries, _ := fakeBinaries(t)
+	binaries, _ := testBinaries(t)
 	path, _ := build(t, fakeArgs(binaries)...)
 	for _, img := range readArchive(t, path).images {
 		c := img.config.Config
@@ -235,19 +314,23 @@ func finalStage(t *testing.T, path string) map[string][]string {
 }
 
 // What `make image` made: IMAGE_ARCHIVE names the archive, and the binaries `make build`
-// wrote for it are beside it in linux_<arch>/webhook (make image-test sets this up).
+// wrote for it are beside it in linux_<arch>/webhook, each with its SBOM webhook.cdx.json
+// (make image-test sets this up).
 func TestMadeImage(t *testing.T) {
 	path := os.Getenv("IMAGE_ARCHIVE")
 	if path == "" {
 		t.Skip("IMAGE_ARCHIVE is not set: run make image-test")
 	}
 	want := map[string][]byte{}
+	var args []string
 	for _, arch := range []string{"amd64", "arm64"} {
-		data, err := os.ReadFile(filepath.Join(filepath.Dir(path), "linux_"+arch, "webhook"))
+		exe := filepath.Join(filepath.Dir(path), "linux_"+arch, "webhook")
+		data, err := os.ReadFile(exe)
 		if err != nil {
 			t.Fatal(err)
 		}
 		want["linux/"+arch] = data
+		args = append(args, "--binary", "linux/"+arch+"="+exe, "--sbom", "linux/"+arch+"="+exe+".cdx.json")
 	}
 	img := readArchive(t, path)
 	version := img.images["linux/amd64"].config.Config.Labels["org.opencontainers.image.version"]
@@ -266,22 +349,108 @@ func TestMadeImage(t *testing.T) {
 		}
 	}
 
-	// Built again from the same binaries, version, commit and date: the same bytes.
-	dir := t.TempDir()
-	args := []string{"--tag", img.index.Manifests[0].Annotations["io.containerd.image.name"],
-		"--version", version, "--revision", img.images["linux/amd64"].config.Config.Labels["org.opencontainers.image.revision"],
-		"--source-date", strconv.FormatInt(created.Unix(), 10)}
-	for p, data := range want {
-		exe := filepath.Join(dir, strings.ReplaceAll(p, "/", "_"))
-		if err := os.WriteFile(exe, data, 0o755); err != nil {
-			t.Fatal(err)
+	// Each SBOM lists every module the binary links, at the version it links: the module's
+	// dependencies as the binary records them, not a list written apart from the build.
+	for p, exe := range want {
+		info, err := buildinfo.Read(bytes.NewReader(exe))
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
 		}
-		args = append(args, "--binary", p+"="+exe)
+		listed := map[string]bool{}
+		for _, c := range img.attestations[img.digests[p]].sbom.Components {
+			listed[c.Name+"@"+c.Version] = strings.HasPrefix(c.PURL, "pkg:golang/"+c.Name+"@"+c.Version)
+		}
+		if len(info.Deps) < 20 || !listed["k8s.io/client-go@"+dep(info, "k8s.io/client-go")] {
+			t.Errorf("%s: the binary links %d modules; the SBOM lists %d, k8s.io/client-go among them: %v", p, len(info.Deps), len(listed), listed["k8s.io/client-go@"+dep(info, "k8s.io/client-go")])
+		}
+		for _, d := range info.Deps {
+			if d.Replace != nil {
+				d = d.Replace
+			}
+			if !listed[d.Path+"@"+d.Version] {
+				t.Errorf("%s: the binary links %s@%s, the SBOM does not list it with its package URL", p, d.Path, d.Version)
+			}
+		}
 	}
+
+	// Built again from the same binaries, SBOMs, version, commit, date and builder: the same bytes.
+	prov := img.attestations[img.digests["linux/amd64"]].provenance
+	args = append(args, "--tag", img.index.Manifests[0].Annotations["io.containerd.image.name"],
+		"--version", version, "--revision", img.images["linux/amd64"].config.Config.Labels["org.opencontainers.image.revision"],
+		"--source-date", strconv.FormatInt(created.Unix(), 10), "--builder", prov.GetRunDetails().GetBuilder().GetId())
 	again, _ := build(t, args...)
 	if a, b := fileSum(t, path), fileSum(t, again); a != b {
 		t.Errorf("%s is %s, built again from its inputs %s", path, a, b)
 	}
+}
+
+// The release pushes the archive unpacked, with crane: the registry gets the index with every
+// image and every attestation, and serves them back by the digests the archive holds.
+func TestPushKeepsAttestations(t *testing.T) {
+	binaries, _ := testBinaries(t)
+	path, _ := build(t, fakeArgs(binaries)...)
+	layout := t.TempDir()
+	if out, err := exec.Command("tar", "-xf", path, "-C", layout).CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v\n%s", err, out)
+	}
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer reg.Close()
+	ref := strings.TrimPrefix(reg.URL, "http://") + "/team/gpu-label-webhook:1.2.3"
+	cmd := exec.Command("go", "tool", "crane", "push", "--insecure", layout, ref)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("crane push: %v\n%s", err, out)
+	}
+	want := readArchive(t, path)
+	if got := strings.TrimSpace(string(out)); !strings.HasSuffix(got, "@"+want.index.Manifests[0].Digest.String()) {
+		t.Errorf("crane push printed %q, want the index digest %s", got, want.index.Manifests[0].Digest)
+	}
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := remote.Index(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Manifests) != len(want.top.Manifests) {
+		t.Fatalf("the registry's index holds %d manifests, the archive's %d", len(m.Manifests), len(want.top.Manifests))
+	}
+	for subject, at := range want.attestations {
+		img, err := idx.Image(at.desc.Digest)
+		if err != nil {
+			t.Fatalf("the attestation of %s: %v", subject, err)
+		}
+		layers, err := img.Layers()
+		if err != nil || len(layers) != 2 {
+			t.Fatalf("the attestation of %s: %d layers, %v", subject, len(layers), err)
+		}
+		for i, l := range layers {
+			rc, err := l.Compressed()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(rc)
+			rc.Close()
+			if !bytes.Equal(got, want.blobs[at.manifest.Layers[i].Digest.String()]) {
+				t.Errorf("the attestation of %s: layer %d differs from the archive's", subject, i)
+			}
+		}
+	}
+}
+
+// dep is the version of the module the binary links.
+func dep(info *debug.BuildInfo, path string) string {
+	for _, d := range info.Deps {
+		if d.Path == path {
+			return d.Version
+		}
+	}
+	return ""
 }
 
 // archive is an OCI archive read back with nothing but tar and JSON.
@@ -291,6 +460,37 @@ type archive struct {
 	blobs  map[string][]byte
 	top    v1.IndexManifest // the image index it names
 	images map[string]image // by os/arch
+	// digests are the images' manifest digests by os/arch, and attestations the attestation
+	// manifests by the digest they name.
+	digests      map[string]string
+	attestations map[string]attested
+}
+
+// attested is an attestation manifest read back: its descriptor in the index, its manifest,
+// and the two statements with their predicates.
+type attested struct {
+	desc       v1.Descriptor
+	manifest   v1.Manifest
+	config     v1.ConfigFile
+	statements []*intoto.Statement
+	sbom       cyclonedx
+	provenance *provenance.Provenance
+}
+
+// cyclonedx is what a consumer reads of the SBOM.
+type cyclonedx struct {
+	BOMFormat string `json:"bomFormat"`
+	Metadata  struct {
+		Component struct {
+			Name    string `json:"name"`
+			Version string `json:"version"`
+		} `json:"component"`
+	} `json:"metadata"`
+	Components []struct {
+		Name    string `json:"name"`
+		Version string `json:"version"`
+		PURL    string `json:"purl"`
+	} `json:"components"`
 }
 
 type image struct {
@@ -312,7 +512,7 @@ func readArchive(t *testing.T, path string) archive {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	a := archive{blobs: map[string][]byte{}, images: map[string]image{}}
+	a := archive{blobs: map[string][]byte{}, images: map[string]image{}, digests: map[string]string{}, attestations: map[string]attested{}}
 	tr := tar.NewReader(f)
 	for {
 		h, err := tr.Next()
@@ -347,6 +547,10 @@ func readArchive(t *testing.T, path string) archive {
 	}
 	unmarshal(t, "the image index", a.blob(t, a.index.Manifests[0]), &a.top)
 	for _, desc := range a.top.Manifests {
+		if desc.Annotations[annotationReferenceType] == referenceTypeAttestation {
+			a.attestations[desc.Annotations[annotationReferenceDigest]] = a.readAttestation(t, desc)
+			continue
+		}
 		var img image
 		unmarshal(t, "a manifest", a.blob(t, desc), &img.manifest)
 		unmarshal(t, "a config", a.blob(t, img.manifest.Config), &img.config)
@@ -384,9 +588,39 @@ func readArchive(t *testing.T, path string) archive {
 		if desc.Platform != nil {
 			p = desc.Platform.OS + "/" + desc.Platform.Architecture
 		}
-		a.images[p] = img
+		a.images[p], a.digests[p] = img, desc.Digest.String()
 	}
 	return a
+}
+
+// readAttestation reads an attestation manifest's statements as in-toto's own types parse
+// them, and their predicates as their consumers do.
+func (a archive) readAttestation(t *testing.T, desc v1.Descriptor) attested {
+	t.Helper()
+	at := attested{desc: desc}
+	unmarshal(t, "an attestation manifest", a.blob(t, desc), &at.manifest)
+	unmarshal(t, "an attestation config", a.blob(t, at.manifest.Config), &at.config)
+	for _, l := range at.manifest.Layers {
+		st := &intoto.Statement{}
+		if err := protojson.Unmarshal(a.blob(t, l), st); err != nil {
+			t.Fatalf("attestation layer %s: %v", l.Digest, err)
+		}
+		at.statements = append(at.statements, st)
+		pred, err := protojson.Marshal(st.GetPredicate())
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch st.GetPredicateType() {
+		case predicateCycloneDX:
+			unmarshal(t, "the SBOM", pred, &at.sbom)
+		case predicateProvenance:
+			at.provenance = &provenance.Provenance{}
+			if err := protojson.Unmarshal(pred, at.provenance); err != nil {
+				t.Fatalf("the provenance: %v", err)
+			}
+		}
+	}
+	return at
 }
 
 func (a archive) blob(t *testing.T, d v1.Descriptor) []byte {
@@ -423,6 +657,9 @@ func (a archive) check(t *testing.T, binaries map[string][]byte, version string,
 	for _, d := range a.top.Manifests {
 		if d.Platform == nil {
 			t.Fatalf("manifest %s has no platform", d.Digest)
+		}
+		if d.Annotations[annotationReferenceType] != "" {
+			continue
 		}
 		platforms = append(platforms, d.Platform.OS+"/"+d.Platform.Architecture)
 		if d.MediaType != types.OCIManifestSchema1 || d.ArtifactType != "" || d.Platform.Variant != "" {
@@ -486,6 +723,76 @@ func (a archive) check(t *testing.T, binaries map[string][]byte, version string,
 		if arch := strings.TrimPrefix(p, "linux/"); f.Machine != machines[arch] {
 			t.Errorf("%s: /webhook is an ELF for %v, want %v", p, f.Machine, machines[arch])
 		}
+		a.checkAttestation(t, p, exe, version)
+	}
+	if len(a.attestations) != len(platforms) || len(a.top.Manifests) != 2*len(platforms) {
+		t.Errorf("the index holds %d manifests, %d of them attestations, for %d platforms; want one attestation for each", len(a.top.Manifests), len(a.attestations), len(platforms))
+	}
+}
+
+// checkAttestation holds the platform's attestation manifest to BuildKit's layout and its
+// statements to what they claim: about this image's manifest, the SBOM of its binary, the
+// provenance of this version, commit and binary.
+func (a archive) checkAttestation(t *testing.T, p string, binary []byte, version string) {
+	t.Helper()
+	digest := a.digests[p]
+	at, ok := a.attestations[digest]
+	if !ok {
+		t.Errorf("%s: no attestation manifest names its image %s", p, digest)
+		return
+	}
+	if pl := at.desc.Platform; pl == nil || pl.OS != "unknown" || pl.Architecture != "unknown" || at.desc.MediaType != types.OCIManifestSchema1 {
+		t.Errorf("%s: the attestation manifest is a %s for %v; want an OCI manifest for unknown/unknown, which runtimes skip", p, at.desc.MediaType, pl)
+	}
+	if at.config.OS != "unknown" || at.config.Architecture != "unknown" {
+		t.Errorf("%s: the attestation's config is for %s/%s", p, at.config.OS, at.config.Architecture)
+	}
+	var predicates []string
+	for i, l := range at.manifest.Layers {
+		st := at.statements[i]
+		predicates = append(predicates, st.GetPredicateType())
+		if l.MediaType != mediaTypeInToto || l.Annotations[annotationPredicateType] != st.GetPredicateType() {
+			t.Errorf("%s: attestation layer %s, annotated %q, holds a %s statement", p, l.MediaType, l.Annotations[annotationPredicateType], st.GetPredicateType())
+		}
+		if err := st.Validate(); err != nil || st.GetType() != intoto.StatementTypeUri {
+			t.Errorf("%s: the %s statement is no valid in-toto v1 statement: %v", p, st.GetPredicateType(), err)
+		}
+		subjects := st.GetSubject()
+		if len(subjects) != 1 || "sha256:"+subjects[0].GetDigest()["sha256"] != digest || !strings.Contains(subjects[0].GetName(), url.QueryEscape(p)) {
+			t.Errorf("%s: the %s statement is about %v; want the image manifest %s alone", p, st.GetPredicateType(), subjects, digest)
+		}
+	}
+	if !slices.Equal(predicates, []string{predicateCycloneDX, predicateProvenance}) {
+		t.Fatalf("%s: the attestation holds %q, want a CycloneDX SBOM and a SLSA v1 provenance", p, predicates)
+	}
+
+	info, err := buildinfo.Read(bytes.NewReader(binary))
+	if err != nil {
+		t.Fatalf("%s: %v", p, err)
+	}
+	if c := at.sbom.Metadata.Component; at.sbom.BOMFormat != "CycloneDX" || c.Name != info.Main.Path || c.Version != version {
+		t.Errorf("%s: the SBOM is a %q of %s@%s; want CycloneDX of %s@%s", p, at.sbom.BOMFormat, c.Name, c.Version, info.Main.Path, version)
+	}
+
+	prov := at.provenance
+	if err := prov.Validate(); err != nil {
+		t.Errorf("%s: the provenance is not valid SLSA v1: %v", p, err)
+	}
+	def := prov.GetBuildDefinition()
+	ext, internal := def.GetExternalParameters().AsMap(), def.GetInternalParameters().AsMap()
+	revision := a.images[p].config.Config.Labels["org.opencontainers.image.revision"]
+	if def.GetBuildType() != buildType || ext["version"] != version || ext["revision"] != revision || ext["platform"] != p || ext["source"] != source {
+		t.Errorf("%s: the provenance's build: %s with %v; want %s of %s at %s for %s", p, def.GetBuildType(), ext, source, version, revision, p)
+	}
+	if internal["goVersion"] != info.GoVersion || internal["mainModule"] != info.Main.Path {
+		t.Errorf("%s: the provenance says %v; the binary was built by %s from %s", p, internal, info.GoVersion, info.Main.Path)
+	}
+	sum := sha256.Sum256(binary)
+	if bp := prov.GetRunDetails().GetByproducts(); len(bp) != 1 || bp[0].GetName() != "/webhook" || bp[0].GetDigest()["sha256"] != hexOf(sum[:]) {
+		t.Errorf("%s: the provenance's byproducts %v; want /webhook, sha256 %x", p, bp, sum)
+	}
+	if prov.GetRunDetails().GetBuilder().GetId() == "" {
+		t.Errorf("%s: the provenance names no builder", p)
 	}
 }
 

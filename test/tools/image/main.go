@@ -5,7 +5,11 @@
 //
 //	image-builder --binary linux/amd64=bin/image/linux_amd64/webhook \
 //	  --binary linux/arm64=bin/image/linux_arm64/webhook --tag gpu-label-webhook:latest \
-//	  --out bin/image/gpu-label-webhook.tar --version v1.2.3 --revision SHA --source-date EPOCH
+//	  --out bin/image/gpu-label-webhook.tar --version v1.2.3 --revision SHA --source-date EPOCH \
+//	  --sbom linux/amd64=bin/image/linux_amd64/webhook.cdx.json --sbom linux/arm64=...
+//
+// With --sbom, each platform's image is attested in the index (attest.go): its binary's SBOM
+// and a provenance statement, in-toto, reproducible like the rest.
 package main
 
 import (
@@ -52,8 +56,10 @@ func (b binaries) Set(s string) error {
 func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("image-builder", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	bins := binaries{}
+	bins, sboms := binaries{}, binaries{}
 	fs.Var(bins, "binary", "os/arch=path of the webhook built for that platform (repeat for each)")
+	fs.Var(sboms, "sbom", "os/arch=path of that binary's CycloneDX SBOM: attests each image with it and a SLSA provenance (repeat for each, or none)")
+	builder := fs.String("builder", source+"/blob/main/Makefile", "who builds, as the provenance's builder.id says (the release: its workflow)")
 	tag := fs.String("tag", "gpu-label-webhook:latest", "the image's name, as docker and containerd spell it")
 	out := fs.String("out", "", "the OCI archive to write")
 	version := fs.String("version", "", "the version the binaries are stamped with (org.opencontainers.image.version)")
@@ -88,6 +94,22 @@ func run(args []string, stdout, stderr io.Writer) error {
 	for p, path := range bins {
 		if spec.binaries[p], err = os.ReadFile(path); err != nil {
 			return err
+		}
+	}
+	if len(sboms) > 0 {
+		spec.sboms, spec.builder = map[platform][]byte{}, *builder
+	}
+	for p, path := range sboms {
+		if _, ok := bins[p]; !ok {
+			return fmt.Errorf("--sbom %s: no --binary for that platform", p)
+		}
+		if spec.sboms[p], err = os.ReadFile(path); err != nil {
+			return err
+		}
+	}
+	for p := range bins {
+		if len(sboms) > 0 && sboms[p] == "" {
+			return fmt.Errorf("--binary %s has no --sbom: give one for every platform, or none", p)
 		}
 	}
 	idx, err := buildIndex(spec)
@@ -131,8 +153,15 @@ func describe(w io.Writer, out string, ref reference, idx v1.ImageIndex) error {
 		return err
 	}
 	fmt.Fprintf(w, "%s: %s\n  index        %s\n", out, ref.full, d)
+	platforms := map[string]string{}
 	for _, desc := range m.Manifests {
-		fmt.Fprintf(w, "  %-12s %s\n", desc.Platform.OS+"/"+desc.Platform.Architecture, desc.Digest)
+		if subject := desc.Annotations[annotationReferenceDigest]; subject != "" {
+			fmt.Fprintf(w, "  %-12s %s (SBOM and provenance of %s)\n", "attestation", desc.Digest, platforms[subject])
+			continue
+		}
+		p := desc.Platform.OS + "/" + desc.Platform.Architecture
+		platforms[desc.Digest.String()] = p
+		fmt.Fprintf(w, "  %-12s %s\n", p, desc.Digest)
 	}
 	return nil
 }
