@@ -23,7 +23,7 @@ K8S_MINOR   := $(subst v,,$(basename $(K8S_VERSION)))
 override KUBEBUILDER_ASSETS := $(abspath $(K8S_BIN))
 export KUBEBUILDER_ASSETS
 
-.PHONY: install help build test unit e2e e2e-node node-tools verify manifests demo bench fuzz control-plane tools k8s-build dist image image-test docker-build deploy undeploy clean
+.PHONY: install help build test unit e2e e2e-node node-tools verify manifests demo bench fuzz control-plane tools k8s-build dist image image-test chart docker-build deploy undeploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -59,12 +59,14 @@ e2e: tools build ## End-to-end tests against kube-apiserver and etcd built from 
 e2e-node: tools node-tools build image $(BIN)/image/pause.tar ## End-to-end tests on a real node: kubelet, containerd, the image, the README's install (root)
 	$(GO) test -tags e2e -count=1 -timeout 20m -v ./test/e2e/node/ 2>&1 | tee $(BIN)/e2e-node.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go'
 
-verify: $(BIN)/actionlint $(BIN)/promtool ## gofmt, go vet, the manifests match their generator, the workflows pass actionlint, the alerts pass promtool
+verify: $(BIN)/actionlint $(BIN)/promtool ## gofmt, go vet, the manifests match their generator, the chart lints and validates against the 1.37 API, the workflows pass actionlint, the alerts pass promtool
 	@test -z "$$(gofmt -l cmd internal certs test)" || { gofmt -l cmd internal certs test; echo 'gofmt: files above need formatting'; exit 1; }
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/e2e/...
 	$(GO) vet -C test/tools/image ./...
-	$(GO) test -count=1 -run 'TestManifestsUpToDate|TestREADMEUpToDate' ./internal/manifests
+	$(GO) vet -C test/tools/helm ./...
+	$(GO) test -count=1 -run 'TestManifestsUpToDate|TestREADMEUpToDate|TestChartExamples' ./internal/manifests
+	$(GO) test -C test/tools/helm -count=1 ./...
 	ACTIONLINT=$(abspath $(BIN)/actionlint) $(GO) test -count=1 -run 'TestWorkflows' ./test/ci
 	$(GO) vet -C test/tools/prometheus ./...
 	PROMTOOL=$(abspath $(BIN)/promtool) $(GO) test -C test/tools/prometheus -count=1 ./...
@@ -215,6 +217,16 @@ $(IMAGE_DIR)/pause.tar: $(BIN)/image-builder test/e2e/node/pause/main.go
 
 image-test: image ## Check make image's archive (platforms, user, entrypoint, files, attestations, the Dockerfile agrees, reproducible, crane pushes it whole) and image-builder itself
 	IMAGE_ARCHIVE=$(abspath $(IMAGE_TAR)) $(GO) test -C test/tools/image -count=1 ./...
+
+# The chart a release publishes beside the image: the chart generated with version and
+# appVersion from the tag (v1.2.3 gives 1.2.3, the image's tag) and the image from
+# IMAGE_REPOSITORY, packaged by helm into bin/chart/gpu-label-webhook-<version>.tgz.
+CHART_DIR   ?= $(BIN)/chart
+
+chart: $(K8S_BIN)/helm ## The chart a release publishes, bin/chart/gpu-label-webhook-<version>.tgz (VERSION=vX.Y.Z, IMAGE_REPOSITORY=registry/owner/name)
+	rm -rf $(CHART_DIR) && mkdir -p $(CHART_DIR)
+	$(GO) run ./cmd/webhook manifests --dir "" --chart-dir $(CHART_DIR)/gpu-label-webhook --release "$(VERSION)" --image-repository "$(IMAGE_REPOSITORY)"
+	$(K8S_BIN)/helm package $(CHART_DIR)/gpu-label-webhook --destination $(CHART_DIR)
 
 docker-build: ## Build the image with a Docker engine, from the Dockerfile
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .

@@ -25,7 +25,7 @@ const ChartDir = "charts/" + Name
 const ChartVersion = "0.1.0"
 
 // chartValues are the chart's default values; values.schema.json describes them.
-func chartValues() map[string]any {
+func chartValues(r chartRelease) map[string]any {
 	d := Deployment()
 	c := d.Spec.Template.Spec.Containers[0]
 	config := map[string]any{}
@@ -35,7 +35,7 @@ func chartValues() map[string]any {
 	config[admit.KeyAutoLabel] = "false"
 	values := map[string]any{
 		// The tag defaults to the chart's appVersion, as Helm users expect.
-		"image":             map[string]any{"registry": "", "repository": strings.Split(Image, ":")[0], "tag": "", "digest": "", "pullPolicy": "IfNotPresent"},
+		"image":             map[string]any{"registry": "", "repository": r.repository, "tag": "", "digest": "", "pullPolicy": "IfNotPresent"},
 		"replicas":          *d.Spec.Replicas,
 		"resources":         c.Resources,
 		"nodeSelector":      map[string]any{},
@@ -116,14 +116,19 @@ func describe(s map[string]any, doc string) map[string]any {
 }
 
 // ChartFiles renders the chart's files, keyed by path under ChartDir.
-func ChartFiles() (map[string][]byte, error) {
-	files := map[string][]byte{}
+func ChartFiles() (map[string][]byte, error) { return chartFiles(devChart) }
+
+func chartFiles(r chartRelease) (map[string][]byte, error) {
+	files, err := chartExampleFiles()
+	if err != nil {
+		return nil, err
+	}
 	chart := fmt.Sprintf(`apiVersion: v2
 name: %s
 description: Labels GPU nodes with their accelerator model (skypilot.co/accelerator) as they join, or warns with the exact fix
 type: application
 version: %s
-appVersion: "latest"
+appVersion: %q
 kubeVersion: ">=1.30.0-0"
 home: https://github.com/gpu-label-webhook/gpu-label-webhook
 sources:
@@ -132,16 +137,16 @@ keywords: [gpu, nvidia, amd, skypilot, admission-webhook, node-labels]
 annotations:
   artifacthub.io/license: Apache-2.0
   artifacthub.io/category: integration-delivery
-  artifacthub.io/prerelease: "true"
+  artifacthub.io/prerelease: "%t"
   artifacthub.io/images: |
     - name: webhook
-      image: %s
+      image: %s:%s
   artifacthub.io/links: |
     - name: source
       url: https://github.com/gpu-label-webhook/gpu-label-webhook
-`, Name, ChartVersion, Image)
+`, Name, r.version, r.tag, r.prerelease, r.repository, r.tag)
 	files["Chart.yaml"] = []byte(header + chart)
-	values, err := yaml.Marshal(chartValues())
+	values, err := yaml.Marshal(chartValues(r))
 	if err != nil {
 		return nil, err
 	}

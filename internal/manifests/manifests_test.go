@@ -1,6 +1,7 @@
 package manifests
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -231,6 +232,34 @@ func TestNFDPatternCoversInference(t *testing.T) {
 	for _, key := range []string{"pci-0300_1a03", "pci-0300_102b", "pci-0300_8086", "pci-0300_1002", "pci-0300_1002_1586", "pci-0200_10de", "pci-1a03"} {
 		if key = "feature.node.kubernetes.io/" + key + ".present"; re.MatchString(key) {
 			t.Errorf("%s matches the pattern", key)
+		}
+	}
+}
+
+// The chart's ci/ folder holds exactly the documented examples (a renamed one leaves no stale
+// file behind to be checked in its place), and each example's config is one the webhook takes.
+func TestChartExamples(t *testing.T) {
+	files, err := chartExampleFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	onDisk, err := filepath.Glob(filepath.Join("..", "..", ChartDir, "ci", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range onDisk {
+		if files["ci/"+filepath.Base(f)] == nil {
+			t.Errorf("%s is no chart example: remove it, or add it to chartExamples", f)
+		}
+	}
+	for _, e := range chartExamples {
+		config, _ := e.values["config"].(map[string]any)
+		data := map[string]string{}
+		for k, v := range config {
+			data[k] = fmt.Sprint(v)
+		}
+		if _, err := admit.ParseConfig(data); err != nil {
+			t.Errorf("example %s: its config is refused: %v", e.name, err)
 		}
 	}
 }

@@ -10,18 +10,27 @@ import (
 )
 
 func newManifestsCommand(s streams) *cobra.Command {
-	var dir, chartDir, readme string
+	var dir, chartDir, readme, release, repository string
 	cmd := &cobra.Command{
 		Use:   "manifests",
 		Short: "Write the install manifests (base and overlays) generated from the server's own values",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			if err := manifests.Write(dir); err != nil {
-				return withCode(ExitError, err)
+			if (release == "") != (repository == "") || release != "" && chartDir == "" {
+				return withCode(ExitError, fmt.Errorf("--release and --image-repository go together, with --chart-dir"))
 			}
-			fmt.Fprintf(s.out, "wrote manifests to %s\n", dir)
+			if dir != "" {
+				if err := manifests.Write(dir); err != nil {
+					return withCode(ExitError, err)
+				}
+				fmt.Fprintf(s.out, "wrote manifests to %s\n", dir)
+			}
 			if chartDir != "" {
-				if err := manifests.WriteChart(chartDir); err != nil {
+				write := manifests.WriteChart
+				if release != "" {
+					write = func(dir string) error { return manifests.WriteReleaseChart(dir, release, repository) }
+				}
+				if err := write(chartDir); err != nil {
 					return withCode(ExitError, err)
 				}
 				fmt.Fprintf(s.out, "wrote the Helm chart to %s\n", chartDir)
@@ -35,7 +44,9 @@ func newManifestsCommand(s streams) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dir, "dir", "manifests", "folder to write to")
+	cmd.Flags().StringVar(&dir, "dir", "manifests", "folder to write to (\"\" for none)")
+	cmd.Flags().StringVar(&release, "release", "", "write the chart a release publishes: its tag (v1.2.3) as version and appVersion (1.2.3) and the image's tag")
+	cmd.Flags().StringVar(&repository, "image-repository", "", "with --release: the repository the release pushed the image to (registry/owner/name)")
 	cmd.Flags().StringVar(&chartDir, "chart-dir", "", "also write the Helm chart to this folder (charts/gpu-label-webhook)")
 	cmd.Flags().StringVar(&readme, "readme", "", "also update the generated reference sections of this README")
 	return cmd
