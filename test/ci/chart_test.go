@@ -1,10 +1,6 @@
 package ci
 
 import (
-	"archive/tar"
-	"compress/gzip"
-	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -47,7 +43,7 @@ func TestChartRelease(t *testing.T) {
 				Version, AppVersion string
 				Annotations         map[string]string
 			}
-			if err := yaml.Unmarshal(files["gpu-label-webhook/Chart.yaml"], &chart); err != nil {
+			if err := yaml.Unmarshal(files["gpu-label-webhook/Chart.yaml"].body, &chart); err != nil {
 				t.Fatal(err)
 			}
 			image := releaseRepository + ":" + tc.version
@@ -97,40 +93,4 @@ func TestChartReleaseRefuses(t *testing.T) {
 			}
 		})
 	}
-}
-
-// untar reads a .tgz into memory, by path.
-func untar(t *testing.T, path string) map[string][]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	gz, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string][]byte{}
-	tr := tar.NewReader(gz)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return files
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if files[h.Name], err = io.ReadAll(tr); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func keys(m map[string][]byte) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }

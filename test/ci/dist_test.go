@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -115,7 +116,25 @@ func fileSum(t *testing.T, path string) string {
 // unpack checks the archive holds exactly the executable Krew will run and writes it out.
 func unpack(t *testing.T, archive, binary string) string {
 	t.Helper()
-	f, err := os.Open(archive)
+	files := untar(t, archive)
+	if len(files) != 1 || files[binary] == nil {
+		t.Fatalf("the archive holds %q, want only %s", keys(files), binary)
+	}
+	h := files[binary].hdr
+	if h.Typeflag != tar.TypeReg || h.Mode&0o111 == 0 || h.Uid != 0 || h.Gid != 0 {
+		t.Errorf("%s in the archive: type %c, mode %o, owner %d:%d; want an executable file owned by 0:0", binary, h.Typeflag, h.Mode, h.Uid, h.Gid)
+	}
+	exe := filepath.Join(t.TempDir(), binary)
+	if err := os.WriteFile(exe, files[binary].body, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
+
+// untar reads a .tar.gz into memory, by path.
+func untar(t *testing.T, path string) map[string]*tarEntry {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,37 +143,36 @@ func unpack(t *testing.T, archive, binary string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	files := map[string]*tarEntry{}
 	tr := tar.NewReader(gz)
-	exe := filepath.Join(t.TempDir(), binary)
-	var names []string
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			break
+			return files
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		names = append(names, h.Name)
-		if h.Name != binary {
-			continue
-		}
-		if h.Typeflag != tar.TypeReg || h.Mode&0o111 == 0 || h.Uid != 0 || h.Gid != 0 {
-			t.Errorf("%s in the archive: type %c, mode %o, owner %d:%d; want an executable file owned by 0:0", binary, h.Typeflag, h.Mode, h.Uid, h.Gid)
-		}
-		out, err := os.OpenFile(exe, os.O_CREATE|os.O_WRONLY, 0o755)
-		if err != nil {
+		e := &tarEntry{hdr: h}
+		if e.body, err = io.ReadAll(tr); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := io.Copy(out, tr); err != nil {
-			t.Fatal(err)
-		}
-		out.Close()
+		files[h.Name] = e
 	}
-	if len(names) != 1 || names[0] != binary {
-		t.Fatalf("the archive holds %q, want only %s", names, binary)
+}
+
+type tarEntry struct {
+	hdr  *tar.Header
+	body []byte
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
 	}
-	return exe
+	slices.Sort(out)
+	return out
 }
 
 func checkPlatform(t *testing.T, exe, goos, goarch string) {
