@@ -39,15 +39,18 @@ func newSchemas() *schemas {
 	return &schemas{compiler: c, where: map[gvk]string{}, compiled: map[gvk]*jsonschema.Schema{}}
 }
 
-// moduleDir is where the go command keeps a module the given tools module requires.
+// moduleDir is where the go command keeps a module, at the version the given tools module
+// requires: from the module cache, fetched into it first if it is not there yet (as a build
+// of those tools would).
 func moduleDir(toolsModule, module string) (string, error) {
-	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", module)
+	cmd := exec.Command("go", "mod", "download", "-json", module)
 	cmd.Dir = toolsModule
 	out, err := cmd.Output()
-	if err != nil || strings.TrimSpace(string(out)) == "" {
-		return "", fmt.Errorf("locating %s from %s: %v (go mod download in that folder fetches it)", module, toolsModule, err)
+	var m struct{ Dir, Error string }
+	if jerr := json.Unmarshal(out, &m); err != nil || jerr != nil || m.Dir == "" {
+		return "", fmt.Errorf("locating %s from %s: %v %s", module, toolsModule, err, m.Error)
 	}
-	return strings.TrimSpace(string(out)), nil
+	return m.Dir, nil
 }
 
 // addKubernetes loads the OpenAPI v3 documents of every built-in group version.
