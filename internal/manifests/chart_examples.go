@@ -2,6 +2,7 @@ package manifests
 
 import (
 	"fmt"
+	"strings"
 
 	"sigs.k8s.io/yaml"
 
@@ -51,6 +52,32 @@ var chartExamples = []chartExample{
 			"priorityClassName": "",
 			"podLabels":         map[string]any{"team": "platform"},
 			"podAnnotations":    map[string]any{"example.com/owner": "platform"},
+		}},
+	{"host-network", "In the node's network, for control planes that cannot reach pod addresses.",
+		map[string]any{"hostNetwork": map[string]any{"enabled": true}}},
+	{"openshift", "No fixed user or group, for OpenShift's restricted-v2 SCC.",
+		map[string]any{"openshift": true}},
+	{"no-quota", "No ResourceQuota and no priority class, where kube-system or policy provides for them.",
+		map[string]any{"resourceQuota": map[string]any{"enabled": false}, "priorityClassName": ""}},
+	{"observability", "Alerts, the dashboard, the ServiceMonitor and the NetworkPolicy.",
+		map[string]any{
+			"prometheusRule":   map[string]any{"enabled": true, "labels": map[string]any{"release": "prometheus"}},
+			"grafanaDashboard": map[string]any{"enabled": true, "namespace": "monitoring", "annotations": map[string]any{"grafana_folder": "GPU"}},
+			"serviceMonitor":   map[string]any{"enabled": true},
+			"networkPolicy":    map[string]any{"enabled": true, "apiserverCIDRs": []any{"10.0.0.0/16"}, "metricsNamespace": "monitoring"},
+		}},
+	{"private-registry", "An image from a private registry by digest, and the pod and server customised.",
+		map[string]any{
+			"image":                    map[string]any{"registry": "registry.example/team", "repository": "gpu-label-webhook", "digest": "sha256:" + strings.Repeat("ab", 32)},
+			"imagePullSecrets":         []any{map[string]any{"name": "regcred"}},
+			"commonLabels":             map[string]any{"team": "platform"},
+			"commonAnnotations":        map[string]any{"example.com/owner": "platform"},
+			"extraArgs":                []any{"--log-level=debug"},
+			"extraEnv":                 []any{map[string]any{"name": "GOMAXPROCS", "value": "2"}},
+			"podSecurityContext":       map[string]any{"fsGroup": 65532},
+			"containerSecurityContext": map[string]any{"readOnlyRootFilesystem": true},
+			"ports":                    map[string]any{"webhook": 9443},
+			"webhook":                  map[string]any{"timeoutSeconds": 5},
 		}},
 }
 
