@@ -45,7 +45,7 @@ test: verify unit e2e e2e-node ## Everything: verify, unit tests with -race, end
 FUZZ := -run '^$$' -fuzzminimizetime 200x
 
 unit: ## Unit tests with the race detector, and each fuzz target for a few seconds
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
 	$(GO) test $(FUZZ) -fuzz FuzzInfer -fuzztime 10s ./internal/gpuinfo
 	$(GO) test $(FUZZ) -fuzz FuzzReview -fuzztime 10s ./internal/review
 	$(GO) test $(FUZZ) -fuzz FuzzSkim -fuzztime 10s ./internal/review
