@@ -3,6 +3,7 @@ package manifests
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -15,7 +16,7 @@ import (
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/metrics"
 )
 
-// The README's reference sections are generated from the values the server uses, between
+// The documents' reference sections (in the README and docs/) are generated from the values the server uses, between
 // markers, so the docs cannot drift from the code.
 
 // ConfigReference is the table of ConfigMap keys.
@@ -95,31 +96,85 @@ var sections = map[string]func() string{
 	"recognition-reference": RecognitionReference,
 }
 
-// RenderREADME replaces each generated section of the README text.
-func RenderREADME(text string) (string, error) {
+// DocFiles are the Markdown files that may hold generated sections, relative to the
+// repository's root: the README and the pages under docs/.
+func DocFiles(root string) ([]string, error) {
+	pages, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil {
+		return nil, err
+	}
+	return append([]string{filepath.Join(root, "README.md")}, pages...), nil
+}
+
+// RenderDocs replaces each generated section in the documents it is given (path to text). Each
+// section must appear in exactly one of them, so a section moved to another page moves its
+// markers with it and cannot be left behind, stale, in two places.
+func RenderDocs(docs map[string]string) (map[string]string, error) {
+	out := make(map[string]string, len(docs))
+	for path, text := range docs {
+		out[path] = text
+	}
 	for name, gen := range sections {
 		re := regexp.MustCompile(`(?s)(<!-- ` + name + ` start -->\n).*?(<!-- ` + name + ` end -->)`)
-		if !re.MatchString(text) {
-			return "", fmt.Errorf("README has no %s markers", name)
+		var found []string
+		for path, text := range out {
+			if n := len(re.FindAllStringIndex(text, -1)); n > 0 {
+				found = append(found, path)
+				if n > 1 {
+					return nil, fmt.Errorf("%s holds the %s section %d times", path, name, n)
+				}
+			}
+		}
+		sort.Strings(found)
+		switch len(found) {
+		case 0:
+			return nil, fmt.Errorf("no document has %s markers", name)
+		case 1:
+		default:
+			return nil, fmt.Errorf("the %s section is in %s: keep it in one", name, strings.Join(found, " and "))
 		}
 		body := gen()
-		text = re.ReplaceAllStringFunc(text, func(m string) string {
+		out[found[0]] = re.ReplaceAllStringFunc(out[found[0]], func(m string) string {
 			sub := re.FindStringSubmatch(m)
 			return sub[1] + body + sub[2]
 		})
 	}
-	return text, nil
+	return out, nil
 }
 
-// UpdateREADME rewrites the generated sections of the README at path.
-func UpdateREADME(path string) error {
-	b, err := os.ReadFile(path)
+// ReadDocs reads the documents under root that may hold generated sections.
+func ReadDocs(root string) (map[string]string, error) {
+	files, err := DocFiles(root)
+	if err != nil {
+		return nil, err
+	}
+	docs := make(map[string]string, len(files))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		docs[f] = string(b)
+	}
+	return docs, nil
+}
+
+// UpdateDocs rewrites the generated sections of the README and docs/ under root.
+func UpdateDocs(root string) error {
+	docs, err := ReadDocs(root)
 	if err != nil {
 		return err
 	}
-	out, err := RenderREADME(string(b))
+	out, err := RenderDocs(docs)
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, []byte(out), 0o644)
+	for path, text := range out {
+		if text != docs[path] {
+			if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -162,18 +162,41 @@ func TestWebhookConfigurationsFollowGoodPractice(t *testing.T) {
 	}
 }
 
-// The README's generated sections match the code.
-func TestREADMEUpToDate(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+// The generated sections of the README and docs/ match the code.
+func TestDocsUpToDate(t *testing.T) {
+	docs, err := ReadDocs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := RenderREADME(string(b))
+	want, err := RenderDocs(docs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want != string(b) {
-		t.Error("README.md's generated sections are stale: run make manifests")
+	for path, text := range want {
+		if text != docs[path] {
+			t.Errorf("%s: generated sections are stale: run make manifests", path)
+		}
+	}
+}
+
+// A section is generated into exactly one document: missing or repeated markers are errors.
+func TestRenderDocsNeedsEachSectionOnce(t *testing.T) {
+	var all strings.Builder
+	for name := range sections {
+		fmt.Fprintf(&all, "<!-- %s start -->\nSTALE TEXT\n<!-- %s end -->\n", name, name)
+	}
+	out, err := RenderDocs(map[string]string{"README.md": "intro\n", "docs/a.md": all.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out["docs/a.md"], "STALE TEXT") || out["README.md"] != "intro\n" {
+		t.Errorf("not rendered in place: %q", out)
+	}
+	if _, err := RenderDocs(map[string]string{"README.md": all.String(), "docs/a.md": all.String()}); err == nil || !strings.Contains(err.Error(), "keep it in one") {
+		t.Errorf("a section in two documents: %v", err)
+	}
+	if _, err := RenderDocs(map[string]string{"README.md": "intro\n"}); err == nil || !strings.Contains(err.Error(), "no document has") {
+		t.Errorf("a section in none: %v", err)
 	}
 }
 

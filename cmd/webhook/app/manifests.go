@@ -10,7 +10,7 @@ import (
 )
 
 func newManifestsCommand(s streams) *cobra.Command {
-	var dir, chartDir, readme, release, repository string
+	var dir, chartDir, docs, release, repository string
 	cmd := &cobra.Command{
 		Use:   "manifests",
 		Short: "Write the install manifests (base and overlays) generated from the server's own values",
@@ -35,11 +35,11 @@ func newManifestsCommand(s streams) *cobra.Command {
 				}
 				fmt.Fprintf(s.out, "wrote the Helm chart to %s\n", chartDir)
 			}
-			if readme != "" {
-				if err := manifests.UpdateREADME(readme); err != nil {
+			if docs != "" {
+				if err := manifests.UpdateDocs(docs); err != nil {
 					return withCode(ExitError, err)
 				}
-				fmt.Fprintf(s.out, "updated the reference sections of %s\n", readme)
+				fmt.Fprintf(s.out, "updated the reference sections of the README and docs/ in %s\n", docs)
 			}
 			return nil
 		},
@@ -48,7 +48,7 @@ func newManifestsCommand(s streams) *cobra.Command {
 	cmd.Flags().StringVar(&release, "release", "", "write the chart a release publishes: its tag (v1.2.3) as version and appVersion (1.2.3) and the image's tag")
 	cmd.Flags().StringVar(&repository, "image-repository", "", "with --release: the repository the release pushed the image to (registry/owner/name)")
 	cmd.Flags().StringVar(&chartDir, "chart-dir", "", "also write the Helm chart to this folder (charts/gpu-label-webhook)")
-	cmd.Flags().StringVar(&readme, "readme", "", "also update the generated reference sections of this README")
+	cmd.Flags().StringVar(&docs, "docs", "", "also update the generated reference sections of README.md and docs/*.md in this folder (the repository's root)")
 	return cmd
 }
 
