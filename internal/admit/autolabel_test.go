@@ -61,7 +61,7 @@ func TestAutoLabelCoversEveryConvention(t *testing.T) {
 			for k, v := range tc.extra {
 				labels[k] = v
 			}
-			d := Decide(cfg, "n1", gpuinfo.Node{Labels: labels}, true)
+			d := Decide(cfg, "n1", gpuinfo.Node{Labels: labels}, Mutating)
 			switch {
 			case tc.want == "" && d.Action == ActionLabel:
 				t.Errorf("labeled %s=%s, want left alone", DefaultLabelKey, d.Value)
@@ -83,7 +83,7 @@ func TestAutoLabelLeavesTPUsAlone(t *testing.T) {
 	cfg := mustConfig(t, map[string]string{KeyAutoLabel: "true"})
 	n := gpuNode(map[string]string{"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice"}, "")
 	n.Capacity = tpuCapacity()
-	if d := Decide(cfg, "tpu", n, true); d.Action != ActionNone || d.Inference.Kind != gpuinfo.KindAccelerator {
+	if d := Decide(cfg, "tpu", n, Mutating); d.Action != ActionNone || d.Inference.Kind != gpuinfo.KindAccelerator {
 		t.Errorf("TPU node: action %s kind %q", d.Action, d.Inference.Kind)
 	}
 }

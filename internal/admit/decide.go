@@ -75,9 +75,22 @@ func (d *Decision) Warnings() []string {
 // maxWarning keeps each message under the 256 characters the apiserver passes on whole.
 const maxWarning = 250
 
-// Decide applies the config to one node. mayMutate is false for the audit webhook and the
-// advisory check, which only ever warn. It has no side effects.
-func Decide(cfg *Config, name string, node gpuinfo.Node, mayMutate bool) Decision {
+// Caller says who asks for a decision: only the mutating webhook may label a node (and so
+// do the commands that show or apply what it would do); the audit webhook and the advisory
+// check only ever warn, and each tells its own way to have the node labeled.
+type Caller uint8
+
+const (
+	// Mutating is the mutating webhook, and explain and label, which show or apply its decision.
+	Mutating Caller = iota
+	// Audit is the warn-only audit webhook.
+	Audit
+	// Check is the advisory check: it reports, and `label` applies the fix.
+	Check
+)
+
+// Decide applies the config to one node for a caller. It has no side effects.
+func Decide(cfg *Config, name string, node gpuinfo.Node, caller Caller) Decision {
 	d := Decision{Node: name, Action: ActionNone}
 	d.Inference = cfg.KB.Infer(node)
 	if !d.Inference.GPU() {
@@ -86,7 +99,7 @@ func Decide(cfg *Config, name string, node gpuinfo.Node, mayMutate bool) Decisio
 	in := &d.Inference
 	d.Current, d.HasLabel = node.Labels[cfg.LabelKey]
 	d.Value = in.Value()
-	auto := mayMutate && cfg.AutoLabel && cfg.NodeSelector.Matches(labels.Set(node.Labels))
+	auto := caller == Mutating && cfg.AutoLabel && cfg.NodeSelector.Matches(labels.Set(node.Labels))
 	key := cfg.LabelKey
 	// The evidence is described only for a message that uses it: a correctly labeled node,
 	// the common case on the admission path, needs none.
@@ -100,7 +113,7 @@ func Decide(cfg *Config, name string, node gpuinfo.Node, mayMutate bool) Decisio
 		} else {
 			d.add(ReasonLabelMissing, "node %s has GPUs (%s) but no %s label; fix: kubectl label node %s %s=%s",
 				name, evidence(), key, name, key, d.Value)
-			d.add(ReasonLabelMissing, "%s", cfg.optInHint(mayMutate, node.Labels))
+			d.add(ReasonLabelMissing, "%s", cfg.optInHint(caller, node.Labels))
 		}
 	case !d.HasLabel:
 		d.add(ReasonModelUnknown, "node %s has GPUs (%s) but its model is unknown; label it: kubectl label node %s %s=<model>, or add its instance type to the webhook config",
@@ -154,12 +167,14 @@ func Warning(format string, args ...any) string {
 }
 
 // optInHint tells how to have nodes like this one labeled automatically.
-func (c *Config) optInHint(mayMutate bool, nodeLabels map[string]string) string {
+func (c *Config) optInHint(caller Caller, nodeLabels map[string]string) string {
 	switch {
 	case c.AutoLabel && !c.NodeSelector.Matches(labels.Set(nodeLabels)):
 		return fmt.Sprintf("auto-labeling is on, but this node does not match its nodeSelector %q", c.NodeSelector.String())
-	case c.AutoLabel && !mayMutate:
+	case c.AutoLabel && caller == Audit:
 		return "auto-labeling is on, but this is the warn-only audit webhook; install the mutating webhook to label nodes as they join"
+	case c.AutoLabel && caller == Check:
+		return "auto-labeling is on: the mutating webhook labels this node on its next write it is called for (its next status report); to label such nodes now: webhook label (kubectl gpu-label label)"
 	case c.Origin != "" && !strings.Contains(c.Origin, "/"):
 		return fmt.Sprintf(`to label new GPU nodes as they join, set autoLabel: "true" in %s`, c.Origin)
 	}

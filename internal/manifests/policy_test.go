@@ -202,7 +202,7 @@ func TestPolicyAgreesWithTheWebhook(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d, _ := report.Decide(cfg, n, nil, true)
+			d, _ := report.Decide(cfg, n, nil, admit.Mutating)
 			value, apply := pe.eval(t, raw, data)
 			nameable := value != "" && value != stop
 			if ci == 0 {
@@ -262,7 +262,7 @@ func TestPolicyLeavesNodesOnlySlicesNameAlone(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d, _ := report.Decide(cfg, n, devices, true)
+			d, _ := report.Decide(cfg, n, devices, admit.Mutating)
 			value, apply := pe.eval(t, raw, map[string]string{admit.KeyAutoLabel: "true"})
 			if value != "" && value != stop && value != d.Value {
 				t.Errorf("%s %v with %q: policy names %q, the webhook %q", n.Name, n.Labels, product, value, d.Value)

@@ -94,8 +94,8 @@ func quantities(l corev1.ResourceList) map[string]resource.Quantity {
 
 // Decide runs the webhook's decision on a Node, with the devices its ResourceSlices publish,
 // and makes its record.
-func Decide(cfg *admit.Config, n *corev1.Node, devices []gpuinfo.Device, mayMutate bool) (admit.Decision, Node) {
-	d := admit.Decide(cfg, n.Name, Input(n, devices), mayMutate)
+func Decide(cfg *admit.Config, n *corev1.Node, devices []gpuinfo.Device, caller admit.Caller) (admit.Decision, Node) {
+	d := admit.Decide(cfg, n.Name, Input(n, devices), caller)
 	in := d.Inference
 	r := Node{
 		Name: n.Name, GPU: in.GPU(), Kind: string(in.Kind), GPUResource: in.Resource, GPUCount: in.Count,

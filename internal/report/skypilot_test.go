@@ -28,7 +28,7 @@ func check(nodes ...*corev1.Node) ([]Node, skypilot.Cluster) {
 	var records []Node
 	var seen []skypilot.Node
 	for _, n := range nodes {
-		d, r := Decide(cfg, n, nil, false)
+		d, r := Decide(cfg, n, nil, admit.Check)
 		records = append(records, r)
 		seen = append(seen, SkyPilotNode(n, &d, ""))
 	}

@@ -57,7 +57,7 @@ func TestCheckSeesDRAGPUs(t *testing.T) {
 	own := h100Slice("dgx-1")
 	own.Spec.NodeName = ptr.To("dgx-1")
 	s := NewSlices(gpuinfo.Default(), []*resourcev1.ResourceSlice{own})
-	d, r := Decide(admit.DefaultConfig(), n, s.Devices(n), false)
+	d, r := Decide(admit.DefaultConfig(), n, s.Devices(n), admit.Check)
 	if r.DRAGPUs != 1 || r.Accelerator != "h100" || r.Status() != "ok" {
 		t.Errorf("record %+v status %s", r, r.Status())
 	}

@@ -135,7 +135,11 @@ func (h *Handler) decide(req *reviewRequest, n *nodeFields, nodeErr error) (admi
 	if h.Devices != nil {
 		node.Devices = h.Devices.NodeDevices(name, n.Metadata.Labels)
 	}
-	d := admit.Decide(cfg, name, node, h.Mutate)
+	caller := admit.Audit
+	if h.Mutate {
+		caller = admit.Mutating
+	}
+	d := admit.Decide(cfg, name, node, caller)
 	resp.Warnings = append(resp.Warnings, d.Warnings()...)
 	if d.Action == admit.ActionLabel {
 		resp.Patch = labelPatch(cfg.LabelKey, d.Value, n.Metadata.Labels != nil, d.Replace)

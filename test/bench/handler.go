@@ -39,7 +39,7 @@ var _ admission.CustomDefaulter = naiveDefaulter{}
 
 func (d naiveDefaulter) Default(_ context.Context, obj runtime.Object) error {
 	n := obj.(*corev1.Node)
-	dec, _ := report.Decide(d.cfg, n, nil, true)
+	dec, _ := report.Decide(d.cfg, n, nil, admit.Mutating)
 	if dec.Action == admit.ActionLabel {
 		if n.Labels == nil {
 			n.Labels = map[string]string{}

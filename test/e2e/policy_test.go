@@ -104,7 +104,7 @@ func TestPolicyMode(t *testing.T) {
 	}
 	labeled, webhookLabels := 0, 0
 	for _, fixture := range list.Items {
-		want, _ := report.Decide(cfg, &fixture, nil, true)
+		want, _ := report.Decide(cfg, &fixture, nil, admit.Mutating)
 		// As a kubelet does: register with labels, then report resources in a status update.
 		n := node("pol-"+fixture.Name, fixture.Labels)
 		created, err := cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})

@@ -158,7 +158,7 @@ func newCheckCommand(s streams) *cobra.Command {
 			var seen []skypilot.Node
 			fixable, findings := 0, 0
 			total, err := f.eachNode(ctx, cs, s.err, func(n *corev1.Node) {
-				d, r := report.Decide(cfg, n, slices.Devices(n), false)
+				d, r := report.Decide(cfg, n, slices.Devices(n), admit.Check)
 				if len(d.Warnings()) > 0 {
 					findings++
 				}

@@ -45,7 +45,7 @@ func newExplainCommand(s streams) *cobra.Command {
 			devices := report.NewSlices(gpuinfo.Default(), slices)
 			records := make([]report.Node, 0, len(nodes))
 			for i := range nodes {
-				_, r := report.Decide(cfg, &nodes[i], devices.Devices(&nodes[i]), true)
+				_, r := report.Decide(cfg, &nodes[i], devices.Devices(&nodes[i]), admit.Mutating)
 				records = append(records, r)
 			}
 			if err := report.Write(s.out, output, records); err != nil {

@@ -73,7 +73,7 @@ finishes the job.`,
 			var records []report.Node
 			var todo []int // the records to patch
 			_, err = f.eachNode(ctx, cs, s.err, func(n *corev1.Node) {
-				d, r := report.Decide(&fix, n, slices.Devices(n), true)
+				d, r := report.Decide(&fix, n, slices.Devices(n), admit.Mutating)
 				if !r.GPU {
 					return
 				}
