@@ -140,7 +140,9 @@ func Decide(cfg *Config, name string, node gpuinfo.Node, caller Caller) Decision
 			name, c.Key, c.Value, c.Model, keyOf(in), valueOf(in), in.Model.Name, d.Value)
 	}
 	switch {
-	case in.Count > 0 && in.ExpectedCount > in.Count && !in.MIG && !in.Shared:
+	// Only a count of physical GPUs is compared: slices, replicas and a sharing scheduler's
+	// memory units are not GPUs, and beside them nvidia.com/gpu or amd.com/gpu counts more.
+	case in.PhysicalCount() > 0 && in.ExpectedCount > in.PhysicalCount():
 		d.add(ReasonGPUCountMismatch, "node %s reports %d %s but instance type %s has %d; check the GPUs and the device plugin",
 			name, in.Count, in.Resource, in.InstanceType, in.ExpectedCount)
 	case in.Count == 0 && in.DeviceCount > 0 && in.ExpectedCount > in.DeviceCount:
@@ -189,8 +191,10 @@ func (c *Config) optInHint(caller Caller, nodeLabels map[string]string) string {
 func describeEvidence(in *gpuinfo.Inference) string {
 	var parts []string
 	switch {
-	case in.Count > 0:
+	case in.Count > 0 && in.ResourceType == gpuinfo.ResourceGPU:
 		parts = append(parts, fmt.Sprintf("%s: %d", in.Resource, in.Count))
+	case in.Count > 0:
+		parts = append(parts, fmt.Sprintf("%s: %d (%s units, not GPUs)", in.Resource, in.Count, in.ResourceType))
 	case in.DeviceCount > 0:
 		parts = append(parts, fmt.Sprintf("%d GPUs in ResourceSlices of %s", in.DeviceCount, strings.Join(in.DeviceDrivers, ", ")))
 	}

@@ -56,45 +56,6 @@ const (
 	SourceResource Source = "device-plugin-resource"
 )
 
-// Resource names in status.capacity that count as accelerators, by exact name or prefix.
-var (
-	gpuResources = []string{"nvidia.com/gpu", "amd.com/gpu"}
-	gpuPrefixes  = []string{"nvidia.com/gpu.", "nvidia.com/mig-", "gpu.intel.com/"}
-	accResources = []string{"habana.ai/gaudi", "google.com/tpu"}
-	accPrefixes  = []string{"aws.amazon.com/neuron"}
-)
-
-// NamedResourcePattern matches the device plugin resources that name their model, as
-// NVIDIA's KubeVirt GPU device plugin makes them from the PCI device name
-// (nvidia.com/GA100_A100_SXM4_40GB) or the vGPU type (nvidia.com/GRID_T4-16Q). RE2, for CEL.
-const NamedResourcePattern = `^nvidia\.com/[A-Z][A-Z0-9]*_`
-
-func isNamedResource(name string) bool {
-	rest, ok := strings.CutPrefix(name, "nvidia.com/")
-	if !ok || rest == "" || rest[0] < 'A' || rest[0] > 'Z' {
-		return false
-	}
-	i := strings.IndexFunc(rest, func(r rune) bool { return (r < 'A' || r > 'Z') && (r < '0' || r > '9') })
-	return i > 0 && rest[i] == '_'
-}
-
-// ResourceKind tells whether a capacity resource name is a GPU, another accelerator, or
-// neither ("").
-func ResourceKind(name string) Kind {
-	if isNamedResource(name) {
-		return KindGPU
-	}
-	for _, k := range []struct {
-		kind            Kind
-		names, prefixes []string
-	}{{KindGPU, gpuResources, gpuPrefixes}, {KindAccelerator, accResources, accPrefixes}} {
-		if slices.Contains(k.names, name) || slices.ContainsFunc(k.prefixes, func(p string) bool { return strings.HasPrefix(name, p) }) {
-			return k.kind
-		}
-	}
-	return ""
-}
-
 // Node is what inference reads of a Node.
 type Node struct {
 	Labels      map[string]string
@@ -124,8 +85,12 @@ type Inference struct {
 	// Resource is the capacity resource that showed the device, and Count its quantity.
 	Resource string
 	Count    int64
-	// MIG and Shared say the device plugin reports MIG slices or time-sliced replicas, so
-	// Count is not a number of physical GPUs.
+	// ResourceType is what one unit of Resource is (resources.tsv's kind): only a gpu
+	// resource's Count is a number of physical GPUs, and only as PhysicalCount says.
+	ResourceType ResourceType
+	// MIG says the node reports MIG slices or partitions of its GPUs (a slice resource, or a
+	// MIG product); Shared that it reports shared or virtual replicas, or GPU memory or compute
+	// units of a sharing scheduler. Either way Count is not a number of physical GPUs.
 	MIG, Shared bool
 	// InstanceType is the node's instance type label; ExpectedCount the devices the tables
 	// say it has (0 when unknown or fractional).
@@ -167,8 +132,8 @@ func (kb *KB) Infer(n Node) Inference {
 		// Some device plugins and node images leave capacity out of a status patch.
 		in.readCapacity(n.Allocatable)
 	}
-	if strings.HasPrefix(in.Resource, "nvidia.com/") && isNamedResource(in.Resource) {
-		in.add(SourceResource, "status.capacity", in.Resource, kb.matchProduct(in.Resource[len("nvidia.com/"):]), true)
+	if r := resources.lookup(in.Resource); r != nil && r.Match == "model" {
+		in.add(SourceResource, "status.capacity", in.Resource, kb.matchProduct(in.Resource[len(r.Name):]), true)
 	}
 
 	l := n.Labels
@@ -292,20 +257,49 @@ func (kb *KB) read(in *Inference, c *Convention, key, value string, l map[string
 	}
 }
 
-// readCapacity finds the accelerator resources in capacity. GPUs win over other
-// accelerators; among several GPU resources the plain device count wins.
+// readCapacity finds the accelerator resources in capacity. A GPU resource wins over the
+// others, in resources.tsv's order of kinds; among several of a kind an exact name wins, then
+// the first by name, so the choice does not depend on map order.
 func (in *Inference) readCapacity(capacity map[string]resource.Quantity) {
+	var chosen *Resource
 	for name, q := range capacity {
-		kind := ResourceKind(name)
-		if kind == "" || q.Sign() <= 0 {
+		r := resources.lookup(name)
+		if r == nil || q.Sign() <= 0 {
 			continue
 		}
-		in.MIG = in.MIG || strings.HasPrefix(name, "nvidia.com/mig-")
-		in.Shared = in.Shared || strings.HasSuffix(name, ".shared")
-		if in.Kind == "" || rankResource(kind, name) < rankResource(in.Kind, in.Resource) {
-			in.Kind, in.Resource, in.Count = kind, name, deviceCount(q)
+		switch r.Type {
+		case ResourceSlice:
+			in.MIG = true
+		case ResourceReplica, ResourceMemory, ResourceShare:
+			in.Shared = true
+		}
+		if chosen == nil || before(r, name, chosen, in.Resource) {
+			chosen = r
+			in.Kind, in.Resource, in.ResourceType, in.Count = r.NodeKind(), name, r.Type, deviceCount(q)
 		}
 	}
+}
+
+// before orders the resources of a node: by kind, exact names first, then by name.
+func before(r *Resource, name string, than *Resource, thanName string) bool {
+	if a, b := slices.Index(resourceTypes, r.Type), slices.Index(resourceTypes, than.Type); a != b {
+		return a < b
+	}
+	if a, b := r.Match == "exact", than.Match == "exact"; a != b {
+		return a
+	}
+	return name < thanName
+}
+
+// PhysicalCount is the number of physical GPUs the device plugin reports, 0 where its
+// resources do not say it: a slice, replica, memory or share resource, or a MIG or shared
+// product, means a count of nvidia.com/gpu or amd.com/gpu beside them counts something else
+// too (HAMi's split count, AMD's partitions, MIG-enabled GPUs left out).
+func (in *Inference) PhysicalCount() int64 {
+	if in.ResourceType != ResourceGPU || in.MIG || in.Shared {
+		return 0
+	}
+	return in.Count
 }
 
 // ParseQuantity parses a capacity quantity, first refusing what resource.ParseQuantity would
@@ -339,20 +333,6 @@ func deviceCount(q resource.Quantity) int64 {
 		return math.MaxInt64
 	}
 	return int64(f)
-}
-
-// rankResource orders resource names so the choice does not depend on map order.
-func rankResource(kind Kind, name string) string {
-	r := "1"
-	if kind == KindGPU {
-		r = "0"
-	}
-	for _, plain := range gpuResources {
-		if name == plain {
-			return r + "0" + name
-		}
-	}
-	return r + "1" + name
 }
 
 func (in *Inference) add(src Source, key, value string, m *Model, names bool) {
@@ -576,12 +556,3 @@ func abs(x int64) int64 {
 	}
 	return x
 }
-
-// GPUResourceNames and GPUResourcePrefixes list the capacity names that count as GPUs.
-func GPUResourceNames() []string    { return append([]string(nil), gpuResources...) }
-func GPUResourcePrefixes() []string { return append([]string(nil), gpuPrefixes...) }
-
-// AcceleratorResourceNames and AcceleratorResourcePrefixes list the capacity names of
-// accelerators that are not GPUs.
-func AcceleratorResourceNames() []string    { return append([]string(nil), accResources...) }
-func AcceleratorResourcePrefixes() []string { return append([]string(nil), accPrefixes...) }

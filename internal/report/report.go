@@ -22,11 +22,14 @@ import (
 
 // Node is what the webhook would do with one node, and why.
 type Node struct {
-	Name             string             `json:"name"`
-	GPU              bool               `json:"gpu"`
-	Kind             string             `json:"kind,omitempty"`
-	GPUResource      string             `json:"gpuResource"`
-	GPUCount         int64              `json:"gpuCount"`
+	Name        string `json:"name"`
+	GPU         bool   `json:"gpu"`
+	Kind        string `json:"kind,omitempty"`
+	GPUResource string `json:"gpuResource"`
+	GPUCount    int64  `json:"gpuCount"`
+	// GPUResourceType is what one unit of GPUResource is: gpu, slice, replica, memory, share
+	// (resources.tsv); only a gpu resource's count is of GPUs.
+	GPUResourceType  string             `json:"gpuResourceType,omitempty"`
 	ExpectedGPUCount int64              `json:"expectedGPUCount"`
 	InstanceType     string             `json:"instanceType"`
 	Accelerator      string             `json:"accelerator"`
@@ -98,7 +101,7 @@ func Decide(cfg *admit.Config, n *corev1.Node, devices []gpuinfo.Device, caller 
 	d := admit.Decide(cfg, n.Name, Input(n, devices), caller)
 	in := d.Inference
 	r := Node{
-		Name: n.Name, GPU: in.GPU(), Kind: string(in.Kind), GPUResource: in.Resource, GPUCount: in.Count,
+		Name: n.Name, GPU: in.GPU(), Kind: string(in.Kind), GPUResource: in.Resource, GPUCount: in.Count, GPUResourceType: string(in.ResourceType),
 		ExpectedGPUCount: in.ExpectedCount, InstanceType: in.InstanceType, DRAGPUs: in.DeviceCount, DRADrivers: in.DeviceDrivers, Accelerator: d.Value,
 		Source: string(in.Source), CurrentLabel: d.Current, Action: d.Action,
 		Warnings: d.Warnings(), Findings: d.Findings, Evidence: in.Evidence,
@@ -180,8 +183,11 @@ func Write(w io.Writer, format string, nodes []Node) error {
 			// for the GPUs a node's ResourceSlices publish
 			gpus := "-"
 			switch {
-			case n.GPUCount > 0:
+			case n.GPUCount > 0 && (n.GPUResourceType == "" || n.GPUResourceType == string(gpuinfo.ResourceGPU)):
 				gpus = fmt.Sprintf("%d", n.GPUCount)
+			case n.GPUCount > 0:
+				// slices, replicas, memory or compute units, which are not GPUs
+				gpus = fmt.Sprintf("%s:%d", n.GPUResourceType, n.GPUCount)
 			case n.DRAGPUs > 0:
 				gpus = fmt.Sprintf("dra:%d", n.DRAGPUs)
 			}
