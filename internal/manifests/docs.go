@@ -83,10 +83,31 @@ func RecognitionReference() string {
 		names = append(names, fmt.Sprintf("%s %d", c, clouds[c]))
 	}
 	sort.Strings(names)
-	return fmt.Sprintf("GPU label values (%d): %s.\n\nAccelerators that are not GPUs, recognised and left alone (%d): %s.\n\nInstance types in the tables: %s (%d in all).\n",
+	// Device-plugin resources by kind, in resources.tsv's order; a prefix ends in *.
+	byType := map[gpuinfo.ResourceType][]string{}
+	var types []gpuinfo.ResourceType
+	for _, r := range gpuinfo.Resources() {
+		name := r.Name
+		switch r.Match {
+		case "prefix":
+			name += "*"
+		case "model":
+			name += "<MODEL>_*"
+		}
+		if byType[r.Type] == nil {
+			types = append(types, r.Type)
+		}
+		byType[r.Type] = append(byType[r.Type], "`"+name+"`")
+	}
+	var res []string
+	for _, t := range types {
+		res = append(res, fmt.Sprintf("%s: %s", t, strings.Join(byType[t], ", ")))
+	}
+	return fmt.Sprintf("GPU label values (%d): %s.\n\nAccelerators that are not GPUs, recognised and left alone (%d): %s.\n\nInstance types in the tables: %s (%d in all).\n\n"+
+		"Device-plugin resources (%d; only a gpu resource counts physical GPUs, and not beside the others): %s.\n",
 		len(byKind[gpuinfo.KindGPU]), strings.Join(byKind[gpuinfo.KindGPU], ", "),
 		len(byKind[gpuinfo.KindAccelerator]), strings.Join(byKind[gpuinfo.KindAccelerator], ", "),
-		strings.Join(names, ", "), len(kb.InstanceTypes()))
+		strings.Join(names, ", "), len(kb.InstanceTypes()), len(gpuinfo.Resources()), strings.Join(res, "; "))
 }
 
 var sections = map[string]func() string{

@@ -93,6 +93,16 @@ func TestGPUEvidenceCondition(t *testing.T) {
 			t.Errorf("GPU instance type %s does not pass", it.Name)
 		}
 	}
+	// Every resource row that shows a GPU node passes, in capacity and in allocatable.
+	for _, r := range gpuinfo.Resources() {
+		name := resourceSample(r)
+		for _, field := range []string{"capacity", "allocatable"} {
+			obj := map[string]any{"metadata": map[string]any{"name": "n"}, "status": map[string]any{field: map[string]any{name: "2"}}}
+			if got := eval(t, p, obj, nil, "CREATE"); got != (r.NodeKind() == gpuinfo.KindGPU) {
+				t.Errorf("%s in %s (%s row %s, kind %s): condition %v", name, field, r.Match, r.Name, r.Type, got)
+			}
+		}
+	}
 	yes := map[string]string{
 		"GPU capacity":           "metadata: {name: n}\nstatus: {capacity: {nvidia.com/gpu: '8'}}",
 		"MIG capacity":           "metadata: {name: n}\nstatus: {capacity: {nvidia.com/mig-1g.5gb: '7'}}",
@@ -285,4 +295,15 @@ func TestChartExamples(t *testing.T) {
 			t.Errorf("example %s: its config is refused: %v", e.name, err)
 		}
 	}
+}
+
+// resourceSample is a resource name a row of resources.tsv matches.
+func resourceSample(r *gpuinfo.Resource) string {
+	switch r.Match {
+	case "prefix":
+		return r.Name + "x"
+	case "model":
+		return r.Name + "GA100_A100_SXM4_40GB"
+	}
+	return r.Name
 }

@@ -174,6 +174,13 @@ func policyNodes(t *testing.T) []corev1.Node {
 			withGPUs(map[string]string{gpuinfo.LabelInstanceType: f[1]})
 		}
 	}
+	// Every device-plugin resource, alone and beside a product and an instance type.
+	for _, r := range gpuinfo.Resources() {
+		for _, l := range []map[string]string{{}, {gpuinfo.LabelGFDProduct: "NVIDIA-A100-SXM4-80GB"}, {gpuinfo.LabelInstanceType: "p4d.24xlarge"}} {
+			add(l)
+			nodes[len(nodes)-1].Status.Capacity = corev1.ResourceList{corev1.ResourceName(resourceSample(r)): resource.MustParse("8")}
+		}
+	}
 	add(map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge", "skypilot.co/accelerator": "A100"})
 	add(map[string]string{gpuinfo.LabelInstanceType: "p4d.24xlarge", "skypilot.co/accelerator": "h100"})
 	return nodes
