@@ -168,6 +168,13 @@ func (kb *KB) Infer(n Node) Inference {
 		}
 	}
 
+	// MIG profiles are the least trusted evidence, read once every label has been.
+	capacity := n.Capacity
+	if in.Resource != "" && !hasKey(capacity, in.Resource) {
+		capacity = n.Allocatable
+	}
+	kb.readMIG(&in, capacity, l)
+
 	if len(n.Devices) > 0 {
 		onNode := in.Kind != "" || len(in.Evidence) > 0
 		kb.readDevices(&in, n.Devices)
@@ -465,8 +472,10 @@ func (kb *KB) variant(m *Model, memMiB int64) *Model {
 }
 
 // migMemSlices is how many of a GPU's eight memory slices each MIG compute-slice count gets
-// (NVIDIA's MIG user guide: A100 40GB 1g.5gb, 2g.10gb, 3g.20gb, 4g.20gb, 7g.40gb).
-var migMemSlices = map[string]int64{"1": 1, "2": 2, "3": 4, "4": 4, "7": 8}
+// (NVIDIA's MIG user guide: A100 40GB 2g.10gb, 3g.20gb, 4g.20gb, 7g.40gb). A 1g profile gets
+// one or two (the A100 40GB's 1g.5gb and 1g.10gb; 1g.10gb is also the A100 80GB's one-slice
+// profile), so it tells no memory: mig_profiles.tsv, TestMIGProfilesNameOnlyUnambiguousSets.
+var migMemSlices = map[string]int64{"2": 2, "3": 4, "4": 4, "7": 8}
 
 // productMemory is the whole GPU's memory in MiB, where the product string does not say it:
 // from the MIG profile (1g.5gb is an eighth of a 40 GB A100), or from GFD's memory label,
@@ -555,4 +564,9 @@ func abs(x int64) int64 {
 		return -x
 	}
 	return x
+}
+
+func hasKey[V any](m map[string]V, k string) bool {
+	_, ok := m[k]
+	return ok
 }

@@ -72,8 +72,12 @@ func TestInferFromGFDProduct(t *testing.T) {
 		"A800 is a800":                                             {product: "NVIDIA-A800-SXM4-80GB", want: "a800"},
 		"L20 is l20":                                               {product: "NVIDIA-L20", want: "l20"},
 		"MIG 1g.5gb names a 40 GB A100 where the product does not": {product: "NVIDIA-A100-SXM4-MIG-1g.5gb", want: "a100", mig: true},
-		"MIG 1g.10gb names an 80 GB A100 where the product does not": {product: "NVIDIA-A100-SXM4-MIG-1g.10gb", want: "a100-80gb", mig: true},
-		"Quadro RTX 8000 is derived":                                 {product: "Quadro-RTX-8000", want: "rtx8000", derived: true},
+		// 1g.10gb is a profile of the A100 40GB as well as of the 80 GB (mig_profiles.tsv): it
+		// tells no memory, so the product's own model stands.
+		"MIG 1g.10gb tells no memory":             {product: "NVIDIA-A100-SXM4-MIG-1g.10gb", want: "a100", mig: true},
+		"MIG 1g.10gb of a 40 GB A100 stays 40 GB": {product: "NVIDIA-A100-SXM4-40GB-MIG-1g.10gb", want: "a100", mig: true},
+		"MIG 2g.20gb names an 80 GB A100":         {product: "NVIDIA-A100-SXM4-MIG-2g.20gb", want: "a100-80gb", mig: true},
+		"Quadro RTX 8000 is derived":              {product: "Quadro-RTX-8000", want: "rtx8000", derived: true},
 	}
 	kb := Default()
 	for name, tc := range tests {

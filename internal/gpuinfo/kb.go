@@ -78,6 +78,7 @@ type KB struct {
 	variants      map[string][]*Model // base model name -> base and its memory variants
 	instanceTypes map[string]*InstanceType
 	typeNames     nameIndex                // compact model spellings, for reading instance-type names
+	mig           migTable                 // mig_profiles.tsv: the models that list each MIG profile
 	families      map[*Model][]*Model      // the models a name that spells a model may stand for
 	overrides     map[string]*InstanceType // from the user's config; win over instanceTypes
 	conventions   []*Convention            // in order of trust
@@ -182,6 +183,9 @@ func Parse(t Tables) (*KB, error) {
 		}
 	}
 	kb.indexTypeNames()
+	if kb.mig, err = kb.parseMIG(migProfilesTSV); err != nil {
+		return nil, fmt.Errorf("mig profiles: %w", err)
+	}
 	err = eachRow(t.InstanceTypes, 6, func(line int, f []string) error {
 		it, err := kb.newInstanceType(f[0], f[1], f[2], f[3], f[4], f[5])
 		if err != nil {

@@ -67,6 +67,10 @@ func PolicyVariables() []Variable {
 		}
 		reads = append(reads, read(product))
 	}
+	// MIG profiles, the least trusted evidence, may name a model (gpuinfo's mig.go); CEL does
+	// not read them.
+	reads = append(reads, fmt.Sprintf("%s || (%s in variables.labels && string(variables.labels[%s]).startsWith('all-')) ? %s : ''",
+		migResourceExpression(), quote(gpuinfo.LabelMIGConfig), quote(gpuinfo.LabelMIGConfig), quote(stop)))
 	vars = append(vars,
 		Variable{"product_inputs", "[" + strings.Join(inputs, ", ") + "]"},
 		Variable{"products", fmt.Sprintf("variables.product_inputs.map(p, p == '' ? '-' : %s)", productChain(kb, "p", "-"))},
@@ -181,6 +185,15 @@ func namedResourceExpression() string {
 			f, f, rawQuote(gpuinfo.NamedResourcePattern)))
 	}
 	return strings.Join(tests, " || ")
+}
+
+// migResourceExpression is true when capacity or allocatable holds a MIG resource.
+func migResourceExpression() string {
+	var tests []string
+	for _, f := range []string{"capacity", "allocatable"} {
+		tests = append(tests, fmt.Sprintf("(has(object.status) && has(object.status.%s) && object.status.%s.exists(k, k.startsWith('nvidia.com/mig-')))", f, f))
+	}
+	return "(" + strings.Join(tests, " || ") + ")"
 }
 
 // acceleratorsExpression is true when the node reports accelerators that are not GPUs
