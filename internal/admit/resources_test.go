@@ -32,7 +32,7 @@ func TestCountWarningsOnSharedAndPartitionedNodes(t *testing.T) {
 		for k, v := range tc.capacity {
 			capacity[k] = resource.MustParse(v)
 		}
-		d := Decide(DefaultConfig(), "n", gpuinfo.Node{Labels: map[string]string{gpuinfo.LabelInstanceType: tc.instanceType}, Capacity: capacity}, false)
+		d := Decide(DefaultConfig(), "n", gpuinfo.Node{Labels: map[string]string{gpuinfo.LabelInstanceType: tc.instanceType}, Capacity: capacity}, Audit)
 		warned := false
 		for _, f := range d.Findings {
 			warned = warned || f.Reason == ReasonGPUCountMismatch
