@@ -23,15 +23,20 @@ const (
 	readNFDPCI       reader = "nfd-pci"
 	readIntelPCIKey  reader = "intel-pci-key"
 	readPresent      reader = "present"
+	readNone         reader = "none"
+	readGeneric      reader = "generic"
 )
 
-var readers = []reader{readNVML, readProduct, readName, readCloud, readInstanceType, readTypeName, readPCIID, readPCIKey, readNFDPCI, readIntelPCIKey, readPresent}
+var readers = []reader{readNVML, readProduct, readName, readCloud, readInstanceType, readTypeName, readPCIID, readPCIKey, readNFDPCI, readIntelPCIKey, readPresent, readNone, readGeneric}
 
 // Convention is one row of labels.tsv: a label another tool sets and how to read it.
 type Convention struct {
 	Source Source
 	Key    string
 	Prefix bool   // Key is a prefix: every label that starts with it
+	// Contains makes Key a word: every label whose key holds it, ASCII case ignored, and that
+	// no other row claims (the generic reader's rows).
+	Contains bool
 	Arg    string // the reader's argument: a memory label key, or a PCI vendor ID
 	// Values are the tool's own spellings of models, from VALUE=MODEL pairs in arg.
 	Values map[string]*Model
@@ -39,6 +44,8 @@ type Convention struct {
 	Presence bool
 	Doc      string // where the convention is documented
 	read     reader
+	vendors  []string // generic rows: the vendor tokens that show a GPU where the word alone does not
+	upper    string   // generic rows: the word in upper case, for indexFoldASCII
 }
 
 // Reader names how the convention's labels are read (labels.tsv's reader column).
@@ -55,8 +62,16 @@ func (kb *KB) parseConventions(data []byte) ([]*Convention, error) {
 		case "exact":
 		case "prefix":
 			c.Prefix = true
+		case "contains":
+			c.Contains = true
 		default:
-			return fmt.Errorf("match %q is neither exact nor prefix", f[2])
+			return fmt.Errorf("match %q is not exact, prefix or contains", f[2])
+		}
+		if c.Contains != (c.read == readGeneric) {
+			return fmt.Errorf("the generic reader reads contains rows, and only it")
+		}
+		if c.read == readNone && c.Presence {
+			return fmt.Errorf("a key read by none shows nothing")
 		}
 		if !slices.Contains(readers, c.read) {
 			return fmt.Errorf("unknown reader %q", f[3])
@@ -68,10 +83,20 @@ func (kb *KB) parseConventions(data []byte) ([]*Convention, error) {
 		if c.Prefix {
 			key = strings.TrimSuffix(key, "-")
 		}
-		if msgs := validation.IsQualifiedName(key); len(msgs) > 0 {
+		check := validation.IsQualifiedName
+		if d, ok := strings.CutSuffix(key, "/"); ok && c.Prefix {
+			key, check = d, validation.IsDNS1123Subdomain // a whole key prefix: a domain
+		}
+		if msgs := check(key); len(msgs) > 0 {
 			return fmt.Errorf("key %q: %s", c.Key, strings.Join(msgs, "; "))
 		}
-		if strings.Contains(c.Arg, "=") {
+		if c.Contains {
+			// the word and the vendor words that make a GPU node of it: lower case, as keys are
+			c.Key, c.upper = strings.ToLower(c.Key), strings.ToUpper(c.Key)
+			if c.Arg != "" {
+				c.vendors = strings.Split(strings.ToUpper(c.Arg), "|")
+			}
+		} else if strings.Contains(c.Arg, "=") {
 			c.Values = map[string]*Model{}
 			for _, pair := range strings.Split(c.Arg, ",") {
 				v, name, _ := strings.Cut(pair, "=")
@@ -112,9 +137,99 @@ func (kb *KB) GPULabelPrefixes() []string { return kb.presenceKeys(true) }
 func (kb *KB) presenceKeys(prefix bool) []string {
 	var keys []string
 	for _, c := range kb.conventions {
-		if c.Presence && c.Prefix == prefix {
+		if c.Presence && c.Prefix == prefix && !c.Contains {
 			keys = append(keys, c.Key)
 		}
 	}
 	return keys
+}
+
+// GenericLabelWords are the words whose presence in a label key the generic reader reads:
+// with the other keys, what the webhook's matchConditions hold.
+func (kb *KB) GenericLabelWords() []string {
+	var words []string
+	for _, c := range kb.conventions {
+		if c.Contains {
+			words = append(words, c.Key)
+		}
+	}
+	return words
+}
+
+// conventionIndex finds the rows that read a label key without walking every row: exact keys
+// in a map, prefix rows by the key's domain (the part before '/', or the whole key), and the
+// generic rows' words checked only for keys no other row claims.
+type conventionIndex struct {
+	exact   map[string][]int
+	prefix  map[string][]int
+	generic []int
+}
+
+func (kb *KB) indexConventions() {
+	ix := conventionIndex{exact: map[string][]int{}, prefix: map[string][]int{}}
+	for i, c := range kb.conventions {
+		switch {
+		case c.Contains:
+			ix.generic = append(ix.generic, i)
+		case c.Prefix:
+			d := domain(c.Key)
+			ix.prefix[d] = append(ix.prefix[d], i)
+		default:
+			ix.exact[c.Key] = append(ix.exact[c.Key], i)
+		}
+	}
+	kb.index = ix
+}
+
+// domain is a key's prefix part, the whole key where it has none.
+func domain(key string) string {
+	d, _, ok := strings.Cut(key, "/")
+	if !ok {
+		return key
+	}
+	return d
+}
+
+// hit is one label a row reads: rows in trust order, and one row's labels in key order.
+type hit struct {
+	row int
+	key string
+}
+
+func compareHits(a, b hit) int {
+	if a.row != b.row {
+		return a.row - b.row
+	}
+	return strings.Compare(a.key, b.key)
+}
+
+// hits appends the rows that read the node's labels, in trust order.
+func (kb *KB) hits(l map[string]string, out []hit) []hit {
+	ix := &kb.index
+	for k, v := range l {
+		// an exact row reads a label with a value; a prefix row every label it matches
+		exact := ix.exact[k]
+		claimed := len(exact) > 0
+		if v != "" {
+			for _, i := range exact {
+				out = append(out, hit{i, k})
+			}
+		}
+		for _, i := range ix.prefix[domain(k)] {
+			if strings.HasPrefix(k, kb.conventions[i].Key) {
+				out, claimed = append(out, hit{i, k}), true
+			}
+		}
+		if claimed || v == "" {
+			continue
+		}
+		for _, i := range ix.generic {
+			if indexFoldASCII(k, kb.conventions[i].upper) >= 0 {
+				out = append(out, hit{i, k})
+				break // one word is enough: the first generic row reads the key
+			}
+		}
+	}
+	slices.SortFunc(out, compareHits)
+	return out
 }

@@ -335,7 +335,7 @@ func (kb *KB) readDevices(in *Inference, devs []Device) {
 			if m != nil {
 				m = kb.variant(m, d.MemoryMiB)
 			} else if c.NVML {
-				m = in.sameModel(deriveModel(d.Product))
+				m = in.sameModel(kb.deriveModel(d.Product))
 			}
 			in.addOnce(c.Source, d.Driver+"/"+c.Product, d.Product, m, true)
 		}

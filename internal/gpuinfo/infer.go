@@ -141,24 +141,9 @@ func (kb *KB) Infer(n Node) Inference {
 	if in.InstanceType == "" {
 		in.InstanceType = l[LabelInstanceTypeBeta]
 	}
-	var prefixed []string // label keys of one prefix convention, sorted so the order is stable
-	for _, c := range kb.conventions {
-		if !c.Prefix {
-			if v := l[c.Key]; v != "" {
-				kb.read(&in, c, c.Key, v, l)
-			}
-			continue
-		}
-		prefixed = prefixed[:0]
-		for k := range l {
-			if strings.HasPrefix(k, c.Key) {
-				prefixed = append(prefixed, k)
-			}
-		}
-		slices.Sort(prefixed)
-		for _, k := range prefixed {
-			kb.read(&in, c, k, l[k], l)
-		}
+	var buf [32]hit
+	for _, h := range kb.hits(l, buf[:0]) {
+		kb.read(&in, kb.conventions[h.row], h.key, l[h.key], l)
 	}
 	if in.ExpectedCount == 0 {
 		for _, k := range countLabels {
@@ -210,7 +195,7 @@ func (kb *KB) read(in *Inference, c *Convention, key, value string, l map[string
 		in.Shared = in.Shared || shared
 		if m = kb.matchProduct(product); m != nil {
 			m = kb.variant(m, productMemory(value, mig, l[c.Arg]))
-		} else if m = deriveModel(product); m != nil {
+		} else if m = kb.deriveModel(product); m != nil {
 			in.Derived = true
 		}
 	case readProduct:
@@ -258,6 +243,10 @@ func (kb *KB) read(in *Inference, c *Convention, key, value string, l map[string
 		names = device != ""
 	case readPresent:
 		shows, names = value != "false" && value != "0", false
+	case readNone:
+		return
+	case readGeneric:
+		m, shows, names = kb.readGeneric(c, key, value)
 	}
 	if m != nil || shows {
 		in.add(src, key, value, m, names)
@@ -496,13 +485,18 @@ func productMemory(product string, mig bool, memoryLabel string) int64 {
 }
 
 // deriveModel names a GPU the tables do not know the way SkyPilot's labeler does: the
-// product string without its vendor words (NVIDIA-GeForce-RTX-4090 becomes RTX4090).
-func deriveModel(product string) *Model {
+// product string without its vendor words (NVIDIA-GeForce-RTX-4090 becomes RTX4090), and only
+// where what is left has the shape of an NVIDIA GPU family (families.tsv): never a display
+// adapter (NVIDIA-DGX-Display), an NVSwitch or a NIC.
+func (kb *KB) deriveModel(product string) *Model {
 	s := strings.ToUpper(product)
 	for _, cut := range []string{"NVIDIA-", "NVIDIA ", "GEFORCE-", "GEFORCE ", "TESLA-", "TESLA ", "QUADRO-", "QUADRO "} {
 		s = strings.ReplaceAll(s, cut, "")
 	}
 	s = strings.ReplaceAll(strings.ReplaceAll(s, "RTX-", "RTX"), "RTX ", "RTX")
+	if !kb.looksLikeGPU("nvidia", tokens(s)) {
+		return nil
+	}
 	name := SanitizeLabelValue(s)
 	if name == "" {
 		return nil

@@ -82,13 +82,15 @@ type KB struct {
 	families      map[*Model][]*Model      // the models a name that spells a model may stand for
 	overrides     map[string]*InstanceType // from the user's config; win over instanceTypes
 	conventions   []*Convention            // in order of trust
+	index         conventionIndex          // the conventions by the label keys they read
+	shapes        []*shape                 // families.tsv: what a product the tables do not know must look like
 	pci           map[string]*PCIDevice    // vendor+device -> device
 	devices       []*DeviceConvention      // the DRA devices read, devices.tsv
 }
 
 // Tables are the knowledge base's data files' text.
 type Tables struct {
-	Models, InstanceTypes, Labels, PCI, Devices []byte
+	Models, InstanceTypes, Labels, PCI, Devices, Families []byte
 }
 
 var (
@@ -102,13 +104,15 @@ var (
 	pciTSV []byte
 	//go:embed data/devices.tsv
 	devicesTSV []byte
+	//go:embed data/families.tsv
+	familiesTSV []byte
 
 	defaultKB = sync.OnceValues(func() (*KB, error) { return Parse(EmbeddedTables()) })
 )
 
 // EmbeddedTables are the tables built into the binary.
 func EmbeddedTables() Tables {
-	return Tables{Models: modelsTSV, InstanceTypes: instanceTypesTSV, Labels: labelsTSV, PCI: pciTSV, Devices: devicesTSV}
+	return Tables{Models: modelsTSV, InstanceTypes: instanceTypesTSV, Labels: labelsTSV, PCI: pciTSV, Devices: devicesTSV, Families: familiesTSV}
 }
 
 // Default returns the knowledge base built from the embedded tables. The tables are checked
@@ -204,11 +208,15 @@ func Parse(t Tables) (*KB, error) {
 	if kb.conventions, err = kb.parseConventions(t.Labels); err != nil {
 		return nil, fmt.Errorf("labels: %w", err)
 	}
+	kb.indexConventions()
 	if err := kb.parsePCI(t.PCI); err != nil {
 		return nil, fmt.Errorf("pci ids: %w", err)
 	}
 	if kb.devices, err = kb.parseDevices(t.Devices); err != nil {
 		return nil, fmt.Errorf("devices: %w", err)
+	}
+	if kb.shapes, err = parseShapes(t.Families); err != nil {
+		return nil, fmt.Errorf("families: %w", err)
 	}
 	return kb, nil
 }
