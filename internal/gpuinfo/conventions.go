@@ -33,11 +33,11 @@ var readers = []reader{readNVML, readProduct, readName, readCloud, readInstanceT
 type Convention struct {
 	Source Source
 	Key    string
-	Prefix bool   // Key is a prefix: every label that starts with it
+	Prefix bool // Key is a prefix: every label that starts with it
 	// Contains makes Key a word: every label whose key holds it, ASCII case ignored, and that
 	// no other row claims (the generic reader's rows).
 	Contains bool
-	Arg    string // the reader's argument: a memory label key, or a PCI vendor ID
+	Arg      string // the reader's argument: a memory label key, or a PCI vendor ID
 	// Values are the tool's own spellings of models, from VALUE=MODEL pairs in arg.
 	Values map[string]*Model
 	// Presence says the label alone shows an accelerator node: its tool sets it only there.

@@ -30,17 +30,17 @@ func (kb *KB) readGeneric(c *Convention, key, value string) (m *Model, shows, na
 		name = key
 	}
 	vt, kt := tokens(value), tokens(name)
-	mv, okv := kb.uniqueModel(vt)
-	mk, okk := kb.uniqueModel(kt)
+	mv, sv, okv := kb.spotModel(vt)
+	mk, sk, okk := kb.spotModel(kt)
 	switch {
-	case !okv || !okk || (mv != nil && mk != nil && mv != mk):
+	case !okv || !okk || (sv != nil && sk != nil && !kb.sameChip(sv, sk)):
 		m = nil // two models, in one string or between key and value: neither
 	case mv != nil:
 		m = kb.statedVariant(mv, vt)
 	case mk != nil:
 		m = kb.statedVariant(mk, kt)
 	}
-	matched := (mv != nil || mk != nil)
+	matched := (sv != nil && sv.Kind == KindGPU) || (sk != nil && sk.Kind == KindGPU)
 	// the row's word is gpu, or the key or value names a GPU vendor: a GPU node
 	vendor := slices.ContainsFunc(c.vendors, func(w string) bool { return slices.Contains(vt, w) || slices.Contains(kt, w) })
 	shows = len(c.vendors) == 0 || vendor || matched
@@ -69,27 +69,129 @@ func isCount(v string) bool {
 	return err == nil && n > 0
 }
 
-// uniqueModel is the model a product string's tokens name when exactly one does: every other
-// model that matches must be one the first contains (the A100 in "A100 80GB", the H100 in
-// "H100 NVL"). ok is false where two unrelated models match.
+// uniqueModel is the model a string's tokens name when exactly one does, and every token of
+// the string is accounted for: a token of the model's, its memory, or a word that qualifies a
+// model without changing it (families.tsv's plain rows: SXM, PCIe, NVIDIA, the words of
+// label keys). A model matches by one of its token sets, or by one token that is its compact
+// spelling (Akash's rtx4090); every other model that matches must be one the first contains
+// (the A100 in "A100 80GB", the H100 in "H100 NVL"). ok is false where two unrelated models
+// match; a token of a device that is not a GPU (NVSwitch) names none.
 func (kb *KB) uniqueModel(toks []string) (m *Model, ok bool) {
+	m, _, ok = kb.spotModel(toks)
+	return m, ok
+}
+
+// spotModel is uniqueModel that also gives the model a spelling stands for whose family the
+// string does not settle (rtx6000 without its memory), so key and value can be compared.
+func (kb *KB) spotModel(toks []string) (m, spotted *Model, ok bool) {
 	var set []string
+	take := func(o *Model, s []string) bool {
+		switch {
+		case m == nil:
+			m, set = o, s
+		case o == m:
+			set = append(slices.Clip(set), s...)
+		case containsAll(set, s):
+		default:
+			return false
+		}
+		return true
+	}
 	for _, o := range kb.models {
 		for _, s := range o.match {
-			if !containsAll(toks, s) {
+			if containsAll(toks, s) {
+				if !take(o, s) {
+					return nil, nil, false
+				}
+				break
+			}
+		}
+	}
+	// compact spellings over up to three tokens (rtx4090, RTX6000 Ada), the longest first; a
+	// spelling stands for its family (rtx6000 for the Quadro and the Ada), which the stated
+	// memory must settle
+	mem := tokenMemory(toks)
+	unsettled := false
+	for i := 0; i < len(toks); i++ {
+		for j := min(len(toks), i+3); j > i; j-- {
+			o, found := kb.typeNames[strings.ToLower(strings.Join(toks[i:j], ""))]
+			if !found {
 				continue
 			}
-			switch {
-			case m == nil:
-				m, set = o, s
-			case o == m, containsAll(set, s):
-			default:
-				return nil, false
+			if o == nil {
+				return nil, nil, false // a spelling two models share
 			}
+			if spotted == nil {
+				spotted = o
+			}
+			if o = kb.settle(o, mem); o == nil {
+				unsettled = true
+			} else if !take(o, toks[i:j]) {
+				return nil, nil, false
+			}
+			i = j - 1
 			break
 		}
 	}
-	return m, true
+	if unsettled {
+		return nil, spotted, true
+	}
+	if m != nil {
+		spotted = m
+	}
+	if m == nil || kb.notGPU(toks) {
+		return nil, spotted, true
+	}
+	for _, t := range toks {
+		if !slices.Contains(set, t) && tokenMemory([]string{t}) == 0 && !kb.plain(t) {
+			return nil, spotted, true // a word the model does not account for (Navi, 4090 D)
+		}
+	}
+	return m, m, true
+}
+
+// sameChip says two spotted models may be the same device: one stands in the other's family.
+func (kb *KB) sameChip(a, b *Model) bool {
+	return a == b || slices.Contains(kb.families[a], b) || slices.Contains(kb.families[b], a)
+}
+
+// settle is the one model of o's family (the models a spelling of o may stand for) that has
+// the memory mem, or o where it has no family; nil where the family stays unsettled.
+func (kb *KB) settle(o *Model, mem int64) *Model {
+	fam := kb.families[o]
+	if len(fam) <= 1 {
+		return o
+	}
+	var out *Model
+	for _, f := range fam {
+		if mem > 0 && memoryClose(f.MemoryMiB, mem) {
+			if out != nil {
+				return nil
+			}
+			out = f
+		}
+	}
+	return out
+}
+
+// notGPU says a token is one of a device that is not a GPU (families.tsv's not rows).
+func (kb *KB) notGPU(toks []string) bool {
+	for _, s := range kb.shapes {
+		if s.kind == shapeNot && slices.ContainsFunc(toks, s.Pattern.MatchString) {
+			return true
+		}
+	}
+	return false
+}
+
+// plain says a token qualifies a model without changing it (families.tsv's plain rows).
+func (kb *KB) plain(t string) bool {
+	for _, s := range kb.shapes {
+		if s.kind == shapePlain && s.Pattern.MatchString(t) {
+			return true
+		}
+	}
+	return false
 }
 
 // statedVariant keeps a model only where no memory variant could hide behind it: a model
@@ -103,10 +205,10 @@ func (kb *KB) statedVariant(m *Model, toks []string) *Model {
 	vars := kb.variants[strings.ToLower(base)]
 	mem := tokenMemory(toks)
 	switch {
-	case mem > 0 && !memoryClose(m.MemoryMiB, mem/1024):
+	case mem > 0 && !memoryClose(m.MemoryMiB, mem):
 		// the string's memory is another variant's, or none the model has
 		for _, v := range vars {
-			if memoryClose(v.MemoryMiB, mem/1024) {
+			if memoryClose(v.MemoryMiB, mem) {
 				return v
 			}
 		}
@@ -136,21 +238,27 @@ func tokenMemory(toks []string) int64 {
 // that marks a device that is not a GPU (a display adapter, an NVSwitch, a BMC, a NIC).
 type shape struct {
 	Vendor  string
-	GPU     bool // a GPU family's shape; false: a word no GPU's name has
+	kind    shapeKind
 	Pattern *regexp.Regexp
 	Source  string
 }
 
+type shapeKind string
+
+const (
+	shapeGPU   shapeKind = "gpu"   // a GPU family's shape
+	shapeNot   shapeKind = "not"   // a token of a device that is not a GPU
+	shapePlain shapeKind = "plain" // a token that qualifies a model without changing it
+)
+
 func parseShapes(data []byte) ([]*shape, error) {
 	var out []*shape
 	err := eachRow(data, 4, func(line int, f []string) error {
-		s := &shape{Vendor: f[0], Source: f[3]}
-		switch f[1] {
-		case "gpu":
-			s.GPU = true
-		case "not":
+		s := &shape{Vendor: f[0], kind: shapeKind(f[1]), Source: f[3]}
+		switch s.kind {
+		case shapeGPU, shapeNot, shapePlain:
 		default:
-			return fmt.Errorf("kind %q is neither gpu nor not", f[1])
+			return fmt.Errorf("kind %q is not gpu, not or plain", f[1])
 		}
 		re, err := regexp.Compile(`^(?:` + f[2] + `)$`)
 		if err != nil {
@@ -169,20 +277,22 @@ func parseShapes(data []byte) ([]*shape, error) {
 // looksLikeGPU says a product's tokens, its vendor words removed, have the shape of one of
 // the vendor's GPU families and no token of a device that is not a GPU.
 func (kb *KB) looksLikeGPU(vendor string, toks []string) bool {
-	gpu := false
+	if kb.notGPU(toks) {
+		return false
+	}
 	for _, s := range kb.shapes {
-		if s.Vendor != vendor {
+		if s.Vendor != vendor || s.kind != shapeGPU {
 			continue
 		}
 		for i := range toks {
-			// a shape may span two tokens (RTX 4090, RTX PRO)
-			one := s.Pattern.MatchString(toks[i])
-			two := i+1 < len(toks) && s.Pattern.MatchString(toks[i]+" "+toks[i+1])
-			if !s.GPU && one {
-				return false
+			// a shape may span two tokens (GTX 1080)
+			if s.Pattern.MatchString(toks[i]) || (i+1 < len(toks) && s.Pattern.MatchString(toks[i]+" "+toks[i+1])) {
+				return true
 			}
-			gpu = gpu || (s.GPU && (one || two))
 		}
 	}
-	return gpu
+	return false
 }
+
+// SourceGeneric is the evidence of the generic rows of labels.tsv.
+const SourceGeneric Source = "generic"

@@ -193,6 +193,9 @@ func (kb *KB) read(in *Inference, c *Convention, key, value string, l map[string
 		product, mig, shared := splitProduct(value)
 		in.MIG = in.MIG || mig
 		in.Shared = in.Shared || shared
+		if kb.notGPU(tokens(product)) {
+			break // a display adapter, an NVSwitch, a NIC: a GPU node, no model
+		}
 		if m = kb.matchProduct(product); m != nil {
 			m = kb.variant(m, productMemory(value, mig, l[c.Arg]))
 		} else if m = kb.deriveModel(product); m != nil {
