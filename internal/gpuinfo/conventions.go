@@ -233,3 +233,25 @@ func (kb *KB) hits(l map[string]string, out []hit) []hit {
 	slices.SortFunc(out, compareHits)
 	return out
 }
+
+// ClaimedLabelKeys are the exact keys and the key prefixes of the rows that are not generic:
+// a label they claim is never read by the generic reader.
+func (kb *KB) ClaimedLabelKeys() (exact, prefixes []string) {
+	for _, c := range kb.conventions {
+		switch {
+		case c.Contains:
+		case c.Prefix:
+			if !slices.Contains(prefixes, c.Key) {
+				prefixes = append(prefixes, c.Key)
+			}
+		default:
+			if !slices.Contains(exact, c.Key) {
+				exact = append(exact, c.Key)
+			}
+		}
+	}
+	return exact, prefixes
+}
+
+// GenericOffValues are the values with which a generic row's label shows nothing.
+func GenericOffValues() []string { return append([]string(nil), genericOff...) }

@@ -48,7 +48,22 @@ func celGPULabels() string {
 		tests = append(tests, fmt.Sprintf("k.startsWith(%s)", quote(p)))
 	}
 	tests = append(tests, fmt.Sprintf("(k.startsWith(%s) && k.matches(%s))", quote(nfdPrefix), rawQuote(kb.NFDGPUPattern())))
+	tests = append(tests, celGenericLabel(kb))
 	return fmt.Sprintf("object.metadata.labels.exists(k, %s)", strings.Join(tests, " || "))
+}
+
+// celGenericLabel is true for a label the generic reader may read: its key holds one of the
+// generic rows' words, no other row claims it, and its value is not one that shows nothing.
+// It holds more keys than inference takes (an accelerator key's value may name no GPU): a
+// node the webhook then leaves alone. The cheap word test comes first, as it runs on every key.
+func celGenericLabel(kb *gpuinfo.KB) string {
+	var words []string
+	for _, w := range kb.GenericLabelWords() {
+		words = append(words, fmt.Sprintf("k.lowerAscii().contains(%s)", quote(w)))
+	}
+	exact, prefixes := kb.ClaimedLabelKeys()
+	return fmt.Sprintf("((%s) && !(k in %s) && !%s.exists(p, k.startsWith(p)) && !(object.metadata.labels[k].lowerAscii() in %s))",
+		strings.Join(words, " || "), list(exact), list(prefixes), list(append([]string{""}, gpuinfo.GenericOffValues()...)))
 }
 
 // celInstanceType is true when the instance type is one the tables list with a GPU.

@@ -111,6 +111,11 @@ func TestGPUEvidenceCondition(t *testing.T) {
 		"GKE label":              "metadata: {labels: {cloud.google.com/gke-accelerator: nvidia-l4}}",
 		"beta instance type":     "metadata: {labels: {beta.kubernetes.io/instance-type: p4d.24xlarge}}",
 		"instance type any case": "metadata: {labels: {node.kubernetes.io/instance-type: STANDARD_NC24ADS_A100_V4}}",
+		"Crusoe's accelerator":   "metadata: {labels: {crusoe.ai/accelerator: nvidia-h100-80gb-sxm-ib}}",
+		"AKS's accelerator":      "metadata: {labels: {kubernetes.azure.com/accelerator: nvidia}}",
+		"Akash's model key":      "metadata: {labels: {akash.network/capabilities.gpu.vendor.nvidia.model.h100.ram.80Gi: '8'}}",
+		"AMD's NFD rule label":   "metadata: {labels: {feature.node.kubernetes.io/amd-vgpu: 'true'}}",
+		"Intel's product":        "metadata: {labels: {gpu.intel.com/product: Flex_170}}",
 	}
 	for name, y := range yes {
 		if !eval(t, p, node(y), nil, "CREATE") {
@@ -118,12 +123,16 @@ func TestGPUEvidenceCondition(t *testing.T) {
 		}
 	}
 	no := map[string]string{
-		"m5.large":         "metadata: {labels: {node.kubernetes.io/instance-type: m5.large}}\nstatus: {capacity: {cpu: '2'}}",
-		"n2-standard-8":    "metadata: {labels: {node.kubernetes.io/instance-type: n2-standard-8}}",
-		"Standard_D4s_v5":  "metadata: {labels: {node.kubernetes.io/instance-type: Standard_D4s_v5}}",
-		"zero GPUs":        "metadata: {name: n}\nstatus: {capacity: {nvidia.com/gpu: '0'}}",
-		"no labels at all": "metadata: {name: n}",
-		"trainium":         "metadata: {labels: {node.kubernetes.io/instance-type: trn1.32xlarge}}",
+		"m5.large":                     "metadata: {labels: {node.kubernetes.io/instance-type: m5.large}}\nstatus: {capacity: {cpu: '2'}}",
+		"n2-standard-8":                "metadata: {labels: {node.kubernetes.io/instance-type: n2-standard-8}}",
+		"Standard_D4s_v5":              "metadata: {labels: {node.kubernetes.io/instance-type: Standard_D4s_v5}}",
+		"zero GPUs":                    "metadata: {name: n}\nstatus: {capacity: {nvidia.com/gpu: '0'}}",
+		"no labels at all":             "metadata: {name: n}",
+		"trainium":                     "metadata: {labels: {node.kubernetes.io/instance-type: trn1.32xlarge}}",
+		"a gpu key set to false":       "metadata: {labels: {example.com/gpu: 'false'}}",
+		"GKE's TPU labels":             "metadata: {labels: {cloud.google.com/gke-tpu-accelerator: tpu-v5-lite-podslice}}",
+		"Karpenter's GPU manufacturer": "metadata: {labels: {karpenter.k8s.aws/instance-gpu-manufacturer: nvidia}}",
+		"GFD's deploy label":           "metadata: {labels: {nvidia.com/gpu.deploy.driver: 'false'}}",
 	}
 	for name, y := range no {
 		if eval(t, p, node(y), nil, "CREATE") {

@@ -119,11 +119,27 @@ func Decide(cfg *admit.Config, n *corev1.Node, devices []gpuinfo.Device, caller 
 }
 
 // shownBy is the evidence that named the model or, for a GPU of unknown model, showed the GPU.
+// A generic row's evidence is shown with the label it read (generic:crusoe.ai/accelerator),
+// so a reader sees which unknown convention named the model.
 func (r *Node) shownBy() string {
 	if r.Source == "" && r.GPU && len(r.Evidence) > 0 {
-		return r.Evidence[0].Source.String()
+		return withKey(r.Evidence[0])
+	}
+	if r.Source == string(gpuinfo.SourceGeneric) {
+		for _, e := range r.Evidence {
+			if e.Source == gpuinfo.SourceGeneric && e.Model != "" {
+				return withKey(e) // the first that names a model is the one resolve chose
+			}
+		}
 	}
 	return r.Source
+}
+
+func withKey(e gpuinfo.Evidence) string {
+	if e.Source == gpuinfo.SourceGeneric {
+		return e.Source.String() + ":" + e.Key
+	}
+	return e.Source.String()
 }
 
 // Status is the one-word state of a node in the table.

@@ -60,3 +60,20 @@ func TestStreamedOutputIsTheWholeDocument(t *testing.T) {
 		}
 	}
 }
+
+// The table names the label a generic row read, for a model and for a GPU of unknown model.
+func TestTableNamesTheGenericLabel(t *testing.T) {
+	fleet, _ := check(
+		testnode.Bare("crusoe", map[string]string{"crusoe.ai/accelerator": "nvidia-h100-80gb-sxm-ib"}),
+		testnode.Bare("aks", map[string]string{"kubernetes.azure.com/accelerator": "nvidia"}),
+	)
+	var out bytes.Buffer
+	if err := Write(&out, "table", fleet); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"h100       generic:crusoe.ai/accelerator", "generic:kubernetes.azure.com/accelerator"} {
+		if !bytes.Contains(out.Bytes(), []byte(want)) {
+			t.Errorf("the table does not show %q:\n%s", want, out.String())
+		}
+	}
+}
