@@ -103,11 +103,18 @@ func RecognitionReference() string {
 	for _, t := range types {
 		res = append(res, fmt.Sprintf("%s: %s", t, strings.Join(byType[t], ", ")))
 	}
+	var generic []string
+	for _, c := range kb.Conventions() {
+		if c.Reader() == "generic" {
+			generic = append(generic, fmt.Sprintf("`%s` (designed from %s)", c.Key, strings.TrimPrefix(c.Doc, "designed from: ")))
+		}
+	}
 	return fmt.Sprintf("GPU label values (%d): %s.\n\nAccelerators that are not GPUs, recognised and left alone (%d): %s.\n\nInstance types in the tables: %s (%d in all).\n\n"+
-		"Device-plugin resources (%d; only a gpu resource counts physical GPUs, and not beside the others): %s.\n",
+		"Device-plugin resources (%d; only a gpu resource counts physical GPUs, and not beside the others): %s.\n\n"+
+		"Generic readers, the least trusted evidence, for label keys no other row knows that hold the word %s: a model only where exactly one model matches and its memory variant is stated, never against more trusted evidence; else a GPU node of unknown model.\n",
 		len(byKind[gpuinfo.KindGPU]), strings.Join(byKind[gpuinfo.KindGPU], ", "),
 		len(byKind[gpuinfo.KindAccelerator]), strings.Join(byKind[gpuinfo.KindAccelerator], ", "),
-		strings.Join(names, ", "), len(kb.InstanceTypes()), len(gpuinfo.Resources()), strings.Join(res, "; "))
+		strings.Join(names, ", "), len(kb.InstanceTypes()), len(gpuinfo.Resources()), strings.Join(res, "; "), strings.Join(generic, " or "))
 }
 
 var sections = map[string]func() string{
