@@ -92,6 +92,7 @@ const (
 // Decide applies the config to one node for a caller. It has no side effects.
 func Decide(cfg *Config, name string, node gpuinfo.Node, caller Caller) Decision {
 	d := Decision{Node: name, Action: ActionNone}
+	node.OwnLabel = cfg.LabelKey
 	d.Inference = cfg.KB.Infer(node)
 	if !d.Inference.GPU() {
 		return d

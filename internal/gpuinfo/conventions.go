@@ -204,9 +204,12 @@ func compareHits(a, b hit) int {
 }
 
 // hits appends the rows that read the node's labels, in trust order.
-func (kb *KB) hits(l map[string]string, out []hit) []hit {
+func (kb *KB) hits(l map[string]string, own string, out []hit) []hit {
 	ix := &kb.index
 	for k, v := range l {
+		if k == own {
+			continue
+		}
 		// an exact row reads a label with a value; a prefix row every label it matches
 		exact := ix.exact[k]
 		claimed := len(exact) > 0

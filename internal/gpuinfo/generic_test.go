@@ -234,7 +234,7 @@ func TestArgumentKeysAreClaimed(t *testing.T) {
 		}
 	}
 	for _, k := range keys {
-		for _, h := range kb.hits(map[string]string{k: "1"}, nil) {
+		for _, h := range kb.hits(map[string]string{k: "1"}, "", nil) {
 			if kb.conventions[h.row].Contains {
 				t.Errorf("%s is read by the generic reader", k)
 			}

@@ -63,6 +63,9 @@ type Node struct {
 	Allocatable map[string]resource.Quantity // read when Capacity shows no accelerator
 	// Devices are what DRA drivers publish for the node in ResourceSlices (NodeDevices).
 	Devices []Device
+	// OwnLabel is the label the webhook writes (its config's labelKey): its own output, never
+	// read as evidence, whatever its key says.
+	OwnLabel string
 }
 
 // Evidence is one source's opinion of the model.
@@ -142,7 +145,7 @@ func (kb *KB) Infer(n Node) Inference {
 		in.InstanceType = l[LabelInstanceTypeBeta]
 	}
 	var buf [32]hit
-	for _, h := range kb.hits(l, buf[:0]) {
+	for _, h := range kb.hits(l, n.OwnLabel, buf[:0]) {
 		kb.read(&in, kb.conventions[h.row], h.key, l[h.key], l)
 	}
 	if in.ExpectedCount == 0 {
