@@ -187,9 +187,11 @@ func (kb *KB) read(in *Inference, c *Convention, key, value string, l map[string
 	shows := c.Presence // the label alone shows an accelerator node
 	names := true       // the reader names models, so a value it cannot read is worth saying
 	src := c.Source
-	if vm := c.Values[strings.ToLower(value)]; vm != nil {
-		in.add(src, key, value, vm, true)
-		return
+	if c.Values != nil { // lowering the value costs an allocation where it has capitals
+		if vm := c.Values[strings.ToLower(value)]; vm != nil {
+			in.add(src, key, value, vm, true)
+			return
+		}
 	}
 	switch c.read {
 	case readNVML:
