@@ -76,7 +76,9 @@ func TestAutoLabelCoversEveryConvention(t *testing.T) {
 	}
 	// A convention added to the knowledge base must be added here too.
 	for _, c := range gpuinfo.Default().Conventions() {
-		if !slices.ContainsFunc(slices.Collect(maps.Keys(covered)), func(k string) bool { return k == c.Key || c.Prefix && strings.HasPrefix(k, c.Key) || c.Contains && strings.Contains(k, c.Key) }) {
+		if !slices.ContainsFunc(slices.Collect(maps.Keys(covered)), func(k string) bool {
+			return k == c.Key || c.Prefix && strings.HasPrefix(k, c.Key) || c.Contains && strings.Contains(k, c.Key)
+		}) {
 			t.Errorf("no case for %s", c.Key)
 		}
 	}
