@@ -45,7 +45,7 @@ type Convention struct {
 	Doc      string // where the convention is documented
 	read     reader
 	vendors  []string // generic rows: the vendor tokens that show a GPU where the word alone does not
-	upper    string   // generic rows: the word in upper case, for indexFoldASCII
+	upper    string   // generic rows: the word in upper case, for containsFoldASCII
 }
 
 // Reader names how the convention's labels are read (labels.tsv's reader column).
@@ -227,7 +227,7 @@ func (kb *KB) hits(l map[string]string, own string, out []hit) []hit {
 			continue
 		}
 		for _, i := range ix.generic {
-			if indexFoldASCII(k, kb.conventions[i].upper) >= 0 {
+			if c := kb.conventions[i]; containsFoldASCII(k, c.Key, c.upper) {
 				out = append(out, hit{i, k})
 				break // one word is enough: the first generic row reads the key
 			}

@@ -407,6 +407,21 @@ func indexFoldASCII(s, sub string) int {
 	return -1
 }
 
+// containsFoldASCII reports whether s holds an ASCII word, ignoring ASCII case, given the word
+// in lower and in upper case. Label keys are mostly lower case: strings.Contains answers most
+// of them, and the byte-wise search runs only on a key with an upper-case letter.
+func containsFoldASCII(s, lower, upper string) bool {
+	if strings.Contains(s, lower) {
+		return true
+	}
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return indexFoldASCII(s, upper) >= 0
+		}
+	}
+	return false
+}
+
 // MatchProduct finds the model a product string (NVML name, CoreWeave class, AMD product
 // name, PCI device name) names: the first model, in table order, all of whose tokens the
 // string contains.

@@ -377,6 +377,16 @@ func TestSplitProductKeepsOffsetsInNonASCIIText(t *testing.T) {
 	}
 }
 
+// containsFoldASCII agrees with upper-casing both sides, on keys of either case.
+func TestContainsFoldASCII(t *testing.T) {
+	for _, s := range []string{"", "gpu", "example.com/gpu-model", "Example.com/GPU", "gp", "g/pu", "x/Gpu", "aGPu", "ccloud.sap.com/nvidia-gpu", "accel/GP", "\u0131gpu", "GPU\u0131", "GpX/gpu"} {
+		want := strings.Contains(strings.ToUpper(s), "GPU")
+		if got := containsFoldASCII(s, "gpu", "GPU"); got != want {
+			t.Errorf("%q: %v, want %v", s, got, want)
+		}
+	}
+}
+
 // Found by FuzzInfer: a quantity with a huge exponent must not be materialised.
 func TestHugeAndFractionalCapacity(t *testing.T) {
 	for q, want := range map[string]int64{"8": 8, "500m": 1, "1500m": 2, "66666666666666666666E66": math.MaxInt64, "9223372036854775807": math.MaxInt64, "1e18": 1e18} {
