@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
 )
 
@@ -96,6 +97,12 @@ func MayNeedLabelExpression(labelKey string) string {
 	}
 	return fmt.Sprintf("request.operation == 'CREATE' || oldObject == null || !has(object.metadata.labels) || !(%s in object.metadata.labels) || %s != %s || %s != %s",
 		quote(labelKey), labels("object"), labels("oldObject"), capacity("object"), capacity("oldObject"))
+}
+
+// NotLabelCommandExpression is the third: the request is not a patch of `webhook label`, which
+// decided the label with the same tables (its field manager, admit.LabelFieldManager, tells).
+func NotLabelCommandExpression() string {
+	return fmt.Sprintf("!(has(request.options) && request.options != null && has(request.options.fieldManager) && request.options.fieldManager == %s)", quote(admit.LabelFieldManager))
 }
 
 const nfdPrefix = "feature.node.kubernetes.io/pci-"

@@ -54,6 +54,7 @@ func MatchConditions(labelKey string) []admissionregistrationv1.MatchCondition {
 	return []admissionregistrationv1.MatchCondition{
 		{Name: "gpu-evidence", Expression: GPUEvidenceExpression()},
 		{Name: "may-need-label", Expression: MayNeedLabelExpression(labelKey)},
+		{Name: "not-label-command", Expression: NotLabelCommandExpression()},
 	}
 }
 

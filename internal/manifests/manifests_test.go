@@ -167,6 +167,30 @@ func TestMayNeedLabelCondition(t *testing.T) {
 	}
 }
 
+// The label command's own patches are skipped, whatever the request's options look like.
+func TestNotLabelCommandCondition(t *testing.T) {
+	p := compile(t, NotLabelCommandExpression())[0]
+	tests := map[string]struct {
+		request map[string]any
+		want    bool
+	}{
+		"label's patch":             {map[string]any{"operation": "UPDATE", "options": map[string]any{"kind": "PatchOptions", "fieldManager": admit.LabelFieldManager}}, false},
+		"kubectl label":             {map[string]any{"operation": "UPDATE", "options": map[string]any{"kind": "PatchOptions", "fieldManager": "kubectl-label"}}, true},
+		"a kubelet's status update": {map[string]any{"operation": "UPDATE", "options": map[string]any{"kind": "UpdateOptions"}}, true},
+		"no options":                {map[string]any{"operation": "CREATE"}, true},
+		"null options":              {map[string]any{"operation": "CREATE", "options": nil}, true},
+	}
+	for name, tc := range tests {
+		out, _, err := p.Eval(map[string]any{"object": map[string]any{}, "oldObject": nil, "request": tc.request})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := out.Value().(bool); got != tc.want {
+			t.Errorf("%s: %v, want %v", name, got, tc.want)
+		}
+	}
+}
+
 func TestWebhookConfigurationsFollowGoodPractice(t *testing.T) {
 	m := Mutating("", nil).Webhooks[0]
 	if *m.FailurePolicy != "Ignore" || *m.TimeoutSeconds > 3 || *m.SideEffects != "NoneOnDryRun" || *m.ReinvocationPolicy != "IfNeeded" || *m.MatchPolicy != "Equivalent" {

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -92,7 +93,7 @@ func TestLabelFleet(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	patchesBefore := nodePatches(t)
+	patchesBefore, reviewsBefore := nodePatches(t), requests(t)
 	stdout, stderr, code := webhookCLIStreams(t, "label", "--kubeconfig", admin, "-l", pool, "-o", "json")
 	if code != 0 {
 		t.Fatalf("label: exit %d:\n%s", code, stderr)
@@ -112,6 +113,11 @@ func TestLabelFleet(t *testing.T) {
 	}
 	if got := nodePatches(t) - patchesBefore; got != 1200 {
 		t.Errorf("the apiserver received %v node patches, want one for each of the 1200 nodes", got)
+	}
+	// label decided with the same tables: its patches (field manager admit.LabelFieldManager)
+	// never reach the webhook, while an admin's own label change does.
+	if got := requests(t) - reviewsBefore; got != 0 {
+		t.Errorf("label's patches reached the webhook %v times", got)
 	}
 	if !strings.Contains(stderr, "patched 1200 of 1200 nodes, 0 failed") {
 		t.Errorf("stderr lacks the last line of progress:\n%s", stderr)
@@ -148,6 +154,14 @@ func TestLabelFleet(t *testing.T) {
 	}
 	if len(doc.Nodes) != 3000 || !strings.Contains(stderr, "listed 2500 nodes...") {
 		t.Errorf("check read %d nodes:\n%s", len(doc.Nodes), stderr)
+	}
+
+	reviewsBefore = requests(t)
+	if _, err := cs.CoreV1().Nodes().Patch(ctx, "fleet-0000", types.MergePatchType, []byte(`{"metadata":{"labels":{"`+admit.DefaultLabelKey+`":"a10g"}}}`), metav1.PatchOptions{FieldManager: "kubectl-label"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := requests(t) - reviewsBefore; got != 1 {
+		t.Errorf("another manager's label patch reached the webhook %v times, want 1", got)
 	}
 }
 

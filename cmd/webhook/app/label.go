@@ -169,7 +169,7 @@ func patchAll(ctx context.Context, cs kubernetes.Interface, key string, records 
 		wg.Go(func() {
 			for r := range jobs {
 				patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{key: r.Accelerator}}})
-				_, err := cs.CoreV1().Nodes().Patch(patchCtx, r.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "gpu-label-webhook"})
+				_, err := cs.CoreV1().Nodes().Patch(patchCtx, r.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: admit.LabelFieldManager})
 				switch {
 				case err == nil:
 					r.Result, r.CurrentLabel = resultLabeled, r.Accelerator
