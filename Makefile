@@ -77,7 +77,7 @@ manifests: ## Regenerate manifests/, the Helm chart and the reference sections o
 demo: control-plane build ## Tell the story on a local control plane (KEEP=1 leaves it running)
 	$(GO) run ./test/demo $(if $(KEEP),--keep)
 
-bench: control-plane build ## Benchmarks: handler vs the idiomatic way, served throughput, the real apiserver; writes bin/bench.json
+bench: control-plane build ## Benchmarks: handler vs the idiomatic way, served throughput, the real apiserver, the CLI on fleets of up to 15,000 nodes vs kubectl; writes bin/bench.json
 	$(GO) run ./test/bench
 
 fuzz: ## Run the fuzz targets longer

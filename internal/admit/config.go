@@ -19,7 +19,7 @@ import (
 
 // Defaults of the opt-in ConfigMap.
 const (
-	DefaultLabelKey   = "skypilot.co/accelerator"
+	DefaultLabelKey = "skypilot.co/accelerator"
 	// LabelFieldManager is the field manager of `webhook label`'s patches, by which the
 	// match conditions keep them from the webhook: the command made the same decision.
 	LabelFieldManager = "gpu-label-webhook-label"

@@ -1,7 +1,8 @@
 // Command bench measures the webhook against its baselines in one run and writes
 // bin/bench.json: the handler against the idiomatic controller-runtime CustomDefaulter, the
 // served throughput against a null webhook on the same TLS and router stack, and node creation
-// through a real apiserver with and without the webhook. Run it with `make bench`.
+// through a real apiserver with and without the webhook, and the CLI on fleets of up to 15,000
+// nodes against kubectl. Run it with `make bench`.
 package main
 
 import (
@@ -48,7 +49,7 @@ func main() {
 	certDir := flag.String("cert-dir", "", "null server certificates")
 	quick := flag.Bool("quick", false, "shorter runs, for a smoke test")
 	profileDir := flag.String("apiserver-profiles", "", "save a CPU profile of the apiserver for each mode of the first round in this folder")
-	only := flag.String("only", "", "run one part: handler, served or apiserver (while working on it)")
+	only := flag.String("only", "", "run one part: handler, served, apiserver or fleet (while working on it)")
 	flag.Parse()
 	if *null {
 		if err := runNull(*addr, *certDir, *nullPatch); err != nil {
@@ -82,6 +83,11 @@ func run(quick bool, only, profileDir string) error {
 	if part("apiserver") {
 		if err := throughAPIServer(r, quick, profileDir); err != nil {
 			return fmt.Errorf("through the apiserver: %w", err)
+		}
+	}
+	if part("fleet") {
+		if err := fleet(r, root, quick); err != nil {
+			return fmt.Errorf("fleet: %w", err)
 		}
 	}
 	printTable(r)
@@ -415,6 +421,17 @@ func printTable(r results) {
 		{"  webhook CPU us/call: ours / null+patch", fmt.Sprintf("%v / %v", r["apiserver_cpu_us_per_node_with_webhook"], r["apiserver_cpu_us_per_node_null_patch_null"]), ""},
 		{"apiserver: webhook calls for 10,000 routine status updates", fmt.Sprint(r["ignored_updates_webhook_calls"]), "target 0"},
 		{"  apiserver match-condition exclusions counted", fmt.Sprint(r["apiserver_match_condition_exclusions"]), ""},
+		{"fleet: check memory slope, KiB per node", fmt.Sprint(r["fleet_check_memory_slope_kib_per_node"]), "target <= 4"},
+	}
+	if sizes, ok := r["fleet_sizes"].([]int); ok {
+		for _, n := range sizes {
+			k := fmt.Sprintf("fleet_%d_", n)
+			rows = append(rows,
+				[3]string{fmt.Sprintf("fleet of %d: check time vs kubectl get nodes -o json", n), fmt.Sprint(r[k+"check_time_ratio_vs_kubectl_get"]), "target <= 0.5"},
+				[3]string{"  seconds ours / kubectl, RSS KiB ours / kubectl", fmt.Sprintf("%v / %v, %v / %v", r[k+"check_seconds"], r[k+"kubectl_get_seconds"], r[k+"check_rss_kib"], r[k+"kubectl_get_rss_kib"]), ""},
+				[3]string{fmt.Sprintf("fleet of %d: label time vs kubectl label (%v GPU nodes)", n, r[k+"gpu_nodes"]), fmt.Sprint(r[k+"label_time_ratio_vs_kubectl_label"]), "target <= 1"},
+				[3]string{"  seconds ours / kubectl", fmt.Sprintf("%v / %v", r[k+"label_seconds"], r[k+"kubectl_label_seconds"]), ""})
+		}
 	}
 	fmt.Printf("\n%-62s %-22s %s\n", "measure", "value", "target")
 	for _, row := range rows {

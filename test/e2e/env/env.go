@@ -78,6 +78,8 @@ type Options struct {
 	// APIServerArgs set flags of kube-apiserver (flag name without dashes to value), over
 	// envtest's defaults.
 	APIServerArgs map[string]string
+	// EtcdArgs set flags of etcd (flag name without dashes to value).
+	EtcdArgs map[string]string
 }
 
 // CriticalPriorityQuotaPlugin is the ResourceQuota admission plugin's entry, for
@@ -155,6 +157,12 @@ func Start(opts Options) (*Cluster, error) {
 	args.Set("enable-admission-plugins", "NodeRestriction")
 	for k, v := range opts.APIServerArgs {
 		args.Set(k, v)
+	}
+	if len(opts.EtcdArgs) > 0 {
+		e.ControlPlane.Etcd = &envtest.Etcd{}
+		for k, v := range opts.EtcdArgs {
+			e.ControlPlane.Etcd.Configure().Set(k, v)
+		}
 	}
 	var clientCA string
 	var plugins []string
