@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -60,8 +62,7 @@ func parallel(n int, fn func(i int) error) (time.Duration, error) {
 }
 
 // throughAPIServer creates GPU nodes through a real apiserver with and without the webhook
-// registered, alternating, and then sends routine status updates that the matchConditions
-// must keep from the webhook.
+// registered, alternating, in bursts from many clients, and then runs a fleet's status churn.
 func throughAPIServer(r results, quick bool, profileDir string) error {
 	ctx := context.Background()
 	var opts env.Options
@@ -88,19 +89,29 @@ func throughAPIServer(r results, quick bool, profileDir string) error {
 	if err != nil {
 		return err
 	}
-	create := func(prefix string, n int) (time.Duration, error) {
+	// create makes n GPU nodes from the workers at once (a scale-up burst), appending each
+	// create's latency to lat when it is given.
+	var latMu sync.Mutex
+	create := func(prefix string, n int, lat *[]time.Duration) (time.Duration, error) {
 		return parallel(n, func(i int) error {
 			node := testnode.Realistic(fmt.Sprintf("%s-%05d", prefix, i), "p4d.24xlarge", 0)
 			node.UID = ""
+			start := time.Now()
 			_, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+			if lat != nil {
+				d := time.Since(start)
+				latMu.Lock()
+				*lat = append(*lat, d)
+				latMu.Unlock()
+			}
 			return err
 		})
 	}
-	perPhase, rounds, updates := 500, 4, 10000
+	perPhase, rounds := 500, 4
 	if quick {
-		perPhase, rounds, updates = 100, 1, 500
+		perPhase, rounds = 100, 1
 	}
-	if _, err := create("warmup", 100); err != nil {
+	if _, err := create("warmup", 100, nil); err != nil {
 		return err
 	}
 	// The null webhooks, the floor any webhook on this path stands on: one that allows
@@ -131,10 +142,36 @@ func throughAPIServer(r results, quick bool, profileDir string) error {
 		{name: "policy_audit", policy: manifests.AuditPolicy()},
 	}
 	elapsed := map[string]time.Duration{}
+	latencies := map[string]*[]time.Duration{}
+	rssStart := rssKiB(hook.Pid())
+	eventsBefore, err := eventCounts(hook)
+	if err != nil {
+		return err
+	}
 	procs := map[int]string{nullPlain.proc.cmd.Process.Pid: "null", nullPatch.proc.cmd.Process.Pid: "null"}
 	exes := []string{"kube-apiserver", "etcd", "webhook", "self"}
 	cpu := map[string]map[string]float64{}
+	// The webhook's memory, sampled every 100 ms across all bursts: its peak in each round.
+	var rssRound atomic.Int64
+	rssPeak := make([]atomic.Int64, rounds)
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for t := time.NewTicker(100 * time.Millisecond); ; {
+			select {
+			case <-stopSampling:
+				t.Stop()
+				return
+			case <-t.C:
+				if peak, v := &rssPeak[rssRound.Load()], rssKiB(hook.Pid()); v > peak.Load() {
+					peak.Store(v)
+				}
+			}
+		}
+	}()
 	for round := 0; round < rounds; round++ {
+		rssRound.Store(int64(round))
 		// Each round starts with another mode, so that none is always first after a switch.
 		for i := range modes {
 			m := modes[(i+round)%len(modes)]
@@ -166,7 +203,10 @@ func throughAPIServer(r results, quick bool, profileDir string) error {
 				go func(name string) { profiled <- apiserverProfile(cs, filepath.Join(profileDir, name+".pprof"), 2) }(m.name)
 				go func(name string) { profiled <- saveURL(pprofURL, filepath.Join(profileDir, name+"-webhook.pprof")) }(m.name)
 			}
-			d, err := create(fmt.Sprintf("%s-%d", strings.ReplaceAll(m.name, "_", "-"), round), perPhase)
+			if latencies[m.name] == nil {
+				latencies[m.name] = new([]time.Duration)
+			}
+			d, err := create(fmt.Sprintf("%s-%d", strings.ReplaceAll(m.name, "_", "-"), round), perPhase, latencies[m.name])
 			if err != nil {
 				return err
 			}
@@ -185,6 +225,8 @@ func throughAPIServer(r results, quick bool, profileDir string) error {
 			}
 		}
 	}
+	close(stopSampling)
+	<-sampled
 	if err := removePolicies(ctx, cluster.Admin); err != nil {
 		return err
 	}
@@ -196,6 +238,34 @@ func throughAPIServer(r results, quick bool, profileDir string) error {
 		r["apiserver_create_time_ratio_"+m.name] = round(elapsed[m.name].Seconds() / without.Seconds())
 	}
 	r["apiserver_create_time_ratio_vs_null_patch"] = round(with.Seconds() / elapsed["null_patch"].Seconds())
+	// Each phase is a burst of perPhase creates from the workers at once: latency per create.
+	p99 := map[string]time.Duration{}
+	for name, lat := range latencies {
+		p50, p := percentiles(*lat)
+		p99[name] = p
+		r["apiserver_create_p50_us_"+name] = p50.Microseconds()
+		r["apiserver_create_p99_us_"+name] = p.Microseconds()
+	}
+	r["apiserver_burst_p99_ratio_vs_null_patch"] = round(p99["with"].Seconds() / p99["null_patch"].Seconds())
+	r["apiserver_burst_p99_ratio_vs_without"] = round(p99["with"].Seconds() / p99["without"].Seconds())
+	r["apiserver_webhook_rss_start_kib"] = rssStart
+	r["apiserver_webhook_rss_end_kib"] = rssKiB(hook.Pid())
+	peaks := make([]int64, rounds)
+	for i := range rssPeak {
+		peaks[i] = rssPeak[i].Load()
+	}
+	r["apiserver_webhook_rss_peak_kib_by_round"] = peaks
+	// Flat: each round's peak no higher than the one before; the first rounds also grow the
+	// apiserver's pool of connections to the webhook, so both ratios are kept.
+	r["apiserver_webhook_rss_peak_ratio_last_vs_first_round"] = round(float64(peaks[rounds-1]) / float64(peaks[0]))
+	r["apiserver_webhook_rss_peak_ratio_last_vs_previous_round"] = round(float64(peaks[rounds-1]) / float64(peaks[max(0, rounds-2)]))
+	eventsAfter, err := eventCounts(hook)
+	if err != nil {
+		return err
+	}
+	for result, v := range eventsAfter {
+		r["apiserver_events_"+result] = int64(v - eventsBefore[result])
+	}
 	labeled, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: admit.DefaultLabelKey + "=a100"})
 	if err != nil {
 		return err
@@ -218,49 +288,161 @@ func throughAPIServer(r results, quick bool, profileDir string) error {
 	r["apiserver_create_seconds_without"] = round(without.Seconds())
 	r["apiserver_create_time_ratio"] = round(with.Seconds() / without.Seconds())
 
-	// Routine status reports: half from labeled GPU nodes, half from CPU nodes.
-	if _, err := parallel(50, func(i int) error {
-		node := testnode.Realistic(fmt.Sprintf("cpu-%03d", i), "m5.large", 0)
+	return churn(ctx, cluster, cs, labeled.Items, perPhase, quick, r)
+}
+
+// churn sends kubelet-like status reports from a 5,000-node fleet at a steady rate, most of
+// its nodes labeled GPU nodes or CPU nodes and a few GPU nodes without the label, in rounds
+// without and with the webhook (ours, labeling), alternating. Only the nodes without the label
+// need a decision: the webhook must be called once for each (it labels them on that report)
+// and never for the others, and the apiserver's CPU per report is compared between the modes.
+func churn(ctx context.Context, cluster *env.Stack, cs kubernetes.Interface, labeled []corev1.Node, perPhase int, quick bool, r results) error {
+	gpu, cpuNodes, unlabeled, rate := 2000, 2900, 100, 100.0
+	if quick {
+		gpu, cpuNodes, unlabeled = 200, 290, 10
+	}
+	if len(labeled) < gpu || perPhase < unlabeled {
+		return fmt.Errorf("%d labeled nodes and %d per phase: too few for the churn", len(labeled), perPhase)
+	}
+	if _, err := parallel(cpuNodes, func(i int) error {
+		node := testnode.Realistic(fmt.Sprintf("cpu-%04d", i), "m5.large", 0)
 		node.UID = ""
 		_, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 		return err
 	}); err != nil {
 		return err
 	}
-	targets := make([]string, 0, 100)
-	for i := 0; i < 50; i++ {
-		targets = append(targets, fmt.Sprintf("cpu-%03d", i), labeled.Items[i].Name)
+	targets := make([]string, 0, gpu+cpuNodes+unlabeled)
+	for i := 0; i < cpuNodes; i++ {
+		targets = append(targets, fmt.Sprintf("cpu-%04d", i))
 	}
-	callsBefore, err := hook.Metric("gpu_label_webhook_requests_total")
+	for _, n := range labeled[:gpu] {
+		targets = append(targets, n.Name)
+	}
+	var waiting []string // created in the first round without a webhook: GPU nodes without the label
+	for i := 0; i < unlabeled; i++ {
+		waiting = append(waiting, fmt.Sprintf("without-0-%05d", i))
+	}
+	targets = append(targets, waiting...)
+	// The reports go through a client paced at rate, as a fleet's kubelets would send them
+	// (5,000 nodes at 100 a second: each node every 50 s, between the kubelet's 10 s when its
+	// status changes and its 5 minutes when nothing does; more would saturate this apiserver).
+	cfg := rest.CopyConfig(cluster.Admin)
+	cfg.QPS, cfg.Burst = float32(rate), workers
+	paced, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err
 	}
-	exclBefore, err := apiserverMetric(cs, "apiserver_admission_match_condition_exclusions_total")
-	if err != nil {
-		return err
+	hook := cluster.Hook
+	exes := []string{"kube-apiserver", "etcd", "webhook"}
+	cpu := map[string]map[string]float64{}
+	calls := map[string]float64{}
+	var exclusions float64
+	var elapsed time.Duration
+	beat := 0
+	for round := 0; round < 4; round++ {
+		mode := "without"
+		err := cluster.Unregister(ctx)
+		if round%2 == 1 {
+			mode = "with"
+			err = cluster.RegisterMutating(ctx, hook)
+		}
+		if err != nil {
+			return err
+		}
+		callsBefore, err := hook.Metric("gpu_label_webhook_requests_total")
+		if err != nil {
+			return err
+		}
+		exclBefore, err := apiserverMetric(cs, "apiserver_admission_match_condition_exclusions_total")
+		if err != nil {
+			return err
+		}
+		before := cpuSeconds(nil, exes...)
+		d, err := parallel(len(targets), func(i int) error {
+			p := fmt.Sprintf(`{"status":{"conditions":[{"type":"MemoryPressure","status":"False","reason":"KubeletHasSufficientMemory","lastHeartbeatTime":"%[1]s"},`+
+				`{"type":"DiskPressure","status":"False","reason":"KubeletHasNoDiskPressure","lastHeartbeatTime":"%[1]s"},`+
+				`{"type":"PIDPressure","status":"False","reason":"KubeletHasSufficientPID","lastHeartbeatTime":"%[1]s"},`+
+				`{"type":"Ready","status":"True","reason":"KubeletReady","lastHeartbeatTime":"%[1]s"}]}}`,
+				time.Unix(1764300000+int64(beat*50+i%50), 0).UTC().Format(time.RFC3339))
+			_, err := paced.CoreV1().Nodes().Patch(ctx, targets[i], types.StrategicMergePatchType, []byte(p), metav1.PatchOptions{}, "status")
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		beat++
+		after := cpuSeconds(nil, exes...)
+		callsAfter, err := hook.Metric("gpu_label_webhook_requests_total")
+		if err != nil {
+			return err
+		}
+		exclAfter, err := apiserverMetric(cs, "apiserver_admission_match_condition_exclusions_total")
+		if err != nil {
+			return err
+		}
+		if cpu[mode] == nil {
+			cpu[mode] = map[string]float64{}
+		}
+		for p, v := range after {
+			cpu[mode][p] += v - before[p]
+		}
+		calls[mode] += callsAfter - callsBefore
+		exclusions += exclAfter - exclBefore
+		elapsed += d
 	}
-	d, err := parallel(updates, func(i int) error {
-		p := fmt.Sprintf(`{"status":{"conditions":[{"type":"Ready","status":"True","reason":"KubeletReady","lastHeartbeatTime":"%s"}]}}`,
-			time.Unix(1764300000+int64(i), 0).UTC().Format(time.RFC3339))
-		_, err := cs.CoreV1().Nodes().Patch(ctx, targets[i%len(targets)], types.StrategicMergePatchType, []byte(p), metav1.PatchOptions{}, "status")
-		return err
-	})
-	if err != nil {
-		return err
+	for _, name := range waiting {
+		n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if n.Labels[admit.DefaultLabelKey] != "a100" {
+			return fmt.Errorf("node %s was not labeled on its status report", name)
+		}
 	}
-	callsAfter, err := hook.Metric("gpu_label_webhook_requests_total")
-	if err != nil {
-		return err
+	reports := float64(2 * len(targets)) // per mode
+	r["churn_nodes"] = len(targets)
+	r["churn_reports_per_second"] = rate
+	r["churn_reports"] = 4 * len(targets)
+	r["churn_seconds"] = round(elapsed.Seconds())
+	r["churn_nodes_needing_decision"] = unlabeled
+	r["churn_webhook_calls"] = int64(calls["with"] + calls["without"])
+	r["churn_match_condition_exclusions"] = int64(exclusions)
+	for mode, byProc := range cpu {
+		for p, v := range byProc {
+			if p == "webhook" && mode == "without" {
+				continue
+			}
+			r[fmt.Sprintf("churn_cpu_us_per_report_%s_%s", mode, strings.ReplaceAll(p, "-", "_"))] = int64(v * 1e6 / reports)
+		}
 	}
-	exclAfter, err := apiserverMetric(cs, "apiserver_admission_match_condition_exclusions_total")
-	if err != nil {
-		return err
-	}
-	r["ignored_updates"] = updates
-	r["ignored_updates_seconds"] = round(d.Seconds())
-	r["ignored_updates_webhook_calls"] = int64(callsAfter - callsBefore)
-	r["apiserver_match_condition_exclusions"] = int64(exclAfter - exclBefore)
+	r["churn_apiserver_cpu_ratio_with_vs_without"] = round(cpu["with"]["kube-apiserver"] / cpu["without"]["kube-apiserver"])
 	return nil
+}
+
+// eventResults are the results gpu_label_webhook_events_total counts Events by.
+var eventResults = []string{"emitted", "rate_limited", "dropped", "failed"}
+
+// eventCounts reads the webhook's Event counters by result.
+func eventCounts(w *env.Webhook) (map[string]float64, error) {
+	out := map[string]float64{}
+	for _, result := range eventResults {
+		v, err := w.Metric(`gpu_label_webhook_events_total{result="` + result + `"}`)
+		if err != nil {
+			return nil, err
+		}
+		out[result] = v
+	}
+	return out, nil
+}
+
+// percentiles returns the median and the 99th percentile of lat (which it sorts).
+func percentiles(lat []time.Duration) (p50, p99 time.Duration) {
+	if len(lat) == 0 {
+		return 0, 0
+	}
+	slices.Sort(lat)
+	return lat[len(lat)/2], lat[len(lat)*99/100]
 }
 
 // apiserverMetric sums a metric from the apiserver's own /metrics.

@@ -229,8 +229,11 @@ func (p *proc) stop() {
 }
 
 // rssKiB reads the process's resident set size.
-func (p *proc) rssKiB() int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+func (p *proc) rssKiB() int64 { return rssKiB(p.cmd.Process.Pid) }
+
+// rssKiB reads a process's resident set size.
+func rssKiB(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
@@ -419,8 +422,18 @@ func printTable(r results) {
 			r["apiserver_cpu_us_per_node_null_kube_apiserver"], r["apiserver_cpu_us_per_node_null_patch_kube_apiserver"], r["apiserver_cpu_us_per_node_with_kube_apiserver"],
 			r["apiserver_cpu_us_per_node_policy_label_kube_apiserver"]), ""},
 		{"  webhook CPU us/call: ours / null+patch", fmt.Sprintf("%v / %v", r["apiserver_cpu_us_per_node_with_webhook"], r["apiserver_cpu_us_per_node_null_patch_null"]), ""},
-		{"apiserver: webhook calls for 10,000 routine status updates", fmt.Sprint(r["ignored_updates_webhook_calls"]), "target 0"},
-		{"  apiserver match-condition exclusions counted", fmt.Sprint(r["apiserver_match_condition_exclusions"]), ""},
+		{"  burst of 500 creates from 16 clients: p99 ratio ours / null+patch", fmt.Sprint(r["apiserver_burst_p99_ratio_vs_null_patch"]), "target <= 1.1"},
+		{"  create p50 / p99 us: none / null+patch / ours", fmt.Sprintf("%v / %v, %v / %v, %v / %v", r["apiserver_create_p50_us_without"], r["apiserver_create_p99_us_without"],
+			r["apiserver_create_p50_us_null_patch"], r["apiserver_create_p99_us_null_patch"], r["apiserver_create_p50_us_with"], r["apiserver_create_p99_us_with"]), ""},
+		{"  webhook RSS KiB before / after all bursts", fmt.Sprintf("%v / %v", r["apiserver_webhook_rss_start_kib"], r["apiserver_webhook_rss_end_kib"]), "flat"},
+		{"  Events emitted / rate-limited / dropped / failed", fmt.Sprintf("%v / %v / %v / %v", r["apiserver_events_emitted"], r["apiserver_events_rate_limited"], r["apiserver_events_dropped"], r["apiserver_events_failed"]), ""},
+		{"  webhook RSS KiB, peak in each round of bursts", fmt.Sprint(r["apiserver_webhook_rss_peak_kib_by_round"]), ""},
+		{"  webhook RSS peak, last round / first, / the one before", fmt.Sprintf("%v / %v", r["apiserver_webhook_rss_peak_ratio_last_vs_first_round"], r["apiserver_webhook_rss_peak_ratio_last_vs_previous_round"]), "flat: about 1"},
+		{"churn: status reports from a fleet, nodes / reports a second", fmt.Sprintf("%v / %v", r["churn_nodes"], r["churn_reports_per_second"]), ""},
+		{"  webhook calls / nodes needing a decision", fmt.Sprintf("%v / %v", r["churn_webhook_calls"], r["churn_nodes_needing_decision"]), "equal"},
+		{"  apiserver match-condition exclusions counted", fmt.Sprint(r["churn_match_condition_exclusions"]), ""},
+		{"  apiserver CPU us per report: without / with the webhook", fmt.Sprintf("%v / %v", r["churn_cpu_us_per_report_without_kube_apiserver"], r["churn_cpu_us_per_report_with_kube_apiserver"]), ""},
+		{"  apiserver CPU ratio with / without", fmt.Sprint(r["churn_apiserver_cpu_ratio_with_vs_without"]), ""},
 		{"fleet: check memory slope, KiB per node", fmt.Sprint(r["fleet_check_memory_slope_kib_per_node"]), "target <= 4"},
 	}
 	if sizes, ok := r["fleet_sizes"].([]int); ok {

@@ -33,6 +33,9 @@ func StartProcess(dir, name, path string, args ...string) (*Process, error) {
 	return p, nil
 }
 
+// Pid is the process's ID.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // Logs returns what the process wrote.
 func (p *Process) Logs() string {
 	b, _ := os.ReadFile(p.Log.Name())
