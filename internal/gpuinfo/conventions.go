@@ -45,7 +45,6 @@ type Convention struct {
 	Doc      string // where the convention is documented
 	read     reader
 	vendors  []string // generic rows: the vendor tokens that show a GPU where the word alone does not
-	upper    string   // generic rows: the word in upper case, for containsFoldASCII
 }
 
 // Reader names how the convention's labels are read (labels.tsv's reader column).
@@ -92,7 +91,7 @@ func (kb *KB) parseConventions(data []byte) ([]*Convention, error) {
 		}
 		if c.Contains {
 			// the word and the vendor words that make a GPU node of it: lower case, as keys are
-			c.Key, c.upper = strings.ToLower(c.Key), strings.ToUpper(c.Key)
+			c.Key = strings.ToLower(c.Key)
 			if c.Arg != "" {
 				c.vendors = strings.Split(strings.ToUpper(c.Arg), "|")
 			}
@@ -156,26 +155,36 @@ func (kb *KB) GenericLabelWords() []string {
 	return words
 }
 
-// conventionIndex finds the rows that read a label key without walking every row: exact keys
-// in a map, prefix rows by the key's domain (the part before '/', or the whole key), and the
-// generic rows' words checked only for keys no other row claims.
+// conventionIndex finds the rows that read a label key without walking every row: by the
+// key's domain (the part before '/', or the whole key) first, as most of a node's labels are
+// of domains no row reads, then exact keys in a map and the domain's prefix rows; the generic
+// rows' words are checked only for keys no other row claims.
 type conventionIndex struct {
-	exact   map[string][]int
-	prefix  map[string][]int
+	domains map[string]*domainRows
 	generic []int
 }
 
+type domainRows struct {
+	exact  map[string][]int
+	prefix []int
+}
+
 func (kb *KB) indexConventions() {
-	ix := conventionIndex{exact: map[string][]int{}, prefix: map[string][]int{}}
+	ix := conventionIndex{domains: map[string]*domainRows{}}
 	for i, c := range kb.conventions {
-		switch {
-		case c.Contains:
+		if c.Contains {
 			ix.generic = append(ix.generic, i)
-		case c.Prefix:
-			d := domain(c.Key)
-			ix.prefix[d] = append(ix.prefix[d], i)
-		default:
-			ix.exact[c.Key] = append(ix.exact[c.Key], i)
+			continue
+		}
+		d := ix.domains[domain(c.Key)]
+		if d == nil {
+			d = &domainRows{exact: map[string][]int{}}
+			ix.domains[domain(c.Key)] = d
+		}
+		if c.Prefix {
+			d.prefix = append(d.prefix, i)
+		} else {
+			d.exact[c.Key] = append(d.exact[c.Key], i)
 		}
 	}
 	kb.index = ix
@@ -211,23 +220,27 @@ func (kb *KB) hits(l map[string]string, own string, out []hit) []hit {
 			continue
 		}
 		// an exact row reads a label with a value; a prefix row every label it matches
-		exact := ix.exact[k]
-		claimed := len(exact) > 0
-		if v != "" {
-			for _, i := range exact {
-				out = append(out, hit{i, k})
+		claimed := false
+		if d := ix.domains[domain(k)]; d != nil {
+			exact := d.exact[k]
+			claimed = len(exact) > 0
+			if v != "" {
+				for _, i := range exact {
+					out = append(out, hit{i, k})
+				}
 			}
-		}
-		for _, i := range ix.prefix[domain(k)] {
-			if strings.HasPrefix(k, kb.conventions[i].Key) {
-				out, claimed = append(out, hit{i, k}), true
+			for _, i := range d.prefix {
+				if strings.HasPrefix(k, kb.conventions[i].Key) {
+					out, claimed = append(out, hit{i, k}), true
+				}
 			}
 		}
 		if claimed || v == "" {
 			continue
 		}
+		lower := lowerASCII(k)
 		for _, i := range ix.generic {
-			if c := kb.conventions[i]; containsFoldASCII(k, c.Key, c.upper) {
+			if strings.Contains(lower, kb.conventions[i].Key) {
 				out = append(out, hit{i, k})
 				break // one word is enough: the first generic row reads the key
 			}

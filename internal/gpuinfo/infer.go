@@ -407,19 +407,21 @@ func indexFoldASCII(s, sub string) int {
 	return -1
 }
 
-// containsFoldASCII reports whether s holds an ASCII word, ignoring ASCII case, given the word
-// in lower and in upper case. Label keys are mostly lower case: strings.Contains answers most
-// of them, and the byte-wise search runs only on a key with an upper-case letter.
-func containsFoldASCII(s, lower, upper string) bool {
-	if strings.Contains(s, lower) {
-		return true
-	}
+// lowerASCII lower-cases the ASCII letters of s, as CEL's lowerAscii does, and returns s
+// itself when it has none in upper case (label keys mostly have none).
+func lowerASCII(s string) string {
 	for i := 0; i < len(s); i++ {
 		if 'A' <= s[i] && s[i] <= 'Z' {
-			return indexFoldASCII(s, upper) >= 0
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
 		}
 	}
-	return false
+	return s
 }
 
 // MatchProduct finds the model a product string (NVML name, CoreWeave class, AMD product

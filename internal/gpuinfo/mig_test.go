@@ -92,16 +92,6 @@ func baseName(m *Model) string {
 	return lowerASCII(m.Name)
 }
 
-func lowerASCII(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
-}
-
 // MIG-only nodes as the device plugin and the MIG manager leave them: a profile set one model
 // alone lists names it; a shared one makes a GPU of unknown model; more trusted evidence wins.
 func TestMIGOnlyNodes(t *testing.T) {

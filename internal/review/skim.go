@@ -2,9 +2,9 @@ package review
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -22,7 +22,7 @@ import (
 // That is most of a 15 KB node, and skipping it this way costs a fraction of decoding it.
 //
 // It checks the syntax of what it reads and the nesting of what it skips, not every byte it
-// skips: the apiserver's encoder never sends invalid JSON, and a body the skimmer cannot
+// skips (a scalar inside a skipped object is passed by unread): the apiserver's encoder never sends invalid JSON, and a body the skimmer cannot
 // follow is an error (HTTP 400), never a wrong answer. A differential fuzz test holds it to
 // the strict decoder (decodeReviewStrict) on every body the strict decoder accepts.
 func skimReview(body []byte, review *reviewIn) error {
@@ -146,55 +146,47 @@ func (s *skimmer) capacity(m *map[string]resource.Quantity) error {
 	})
 }
 
-// stringMap reads an object of strings (the labels). The object is copied once into one
-// string, and keys and values are slices of it: one allocation instead of one per string,
-// and a map sized up front.
+// stringMap reads an object of strings (the labels) in one pass. The object is then copied
+// once into one string, and keys and values are slices of it: one allocation instead of one
+// per string, and a map sized up front.
 func (s *skimmer) stringMap(m *map[string]string) error {
 	if s.null() {
 		*m = nil
 		return nil
 	}
 	start := s.i
-	if err := s.skip(); err != nil {
+	var buf [2 * 64]span // a node's labels, mostly without a heap allocation
+	spans := buf[:0]
+	err := s.object(func([]byte) error {
+		spans = append(spans, span{s.keyStart, s.keyEnd, s.keyDecoded})
+		vstart, decoded, err := s.stringToken()
+		spans = append(spans, span{vstart, s.i - 1, decoded})
+		return err
+	})
+	if err != nil {
 		return err
 	}
 	region := string(s.b[start:s.i])
-	end := s.i
-	s.i = start
+	text := func(sp span) string {
+		if sp.decoded != nil {
+			return string(sp.decoded)
+		}
+		return region[sp.start-start : sp.end-start]
+	}
 	if *m == nil {
-		*m = make(map[string]string, strings.Count(region, `"`)/4)
+		*m = make(map[string]string, len(spans)/2)
 	}
-	str := func() (string, error) {
-		raw, decoded, err := s.stringToken()
-		switch {
-		case err != nil:
-			return "", err
-		case decoded != nil:
-			return string(decoded), nil
-		}
-		return region[raw-start : s.i-1-start], nil
+	for i := 0; i+1 < len(spans); i += 2 {
+		(*m)[text(spans[i])] = text(spans[i+1])
 	}
-	err := s.object(func([]byte) error {
-		key := s.lastKey(start, region)
-		v, err := str()
-		if err != nil {
-			return err
-		}
-		(*m)[key] = v
-		return nil
-	})
-	if err == nil && s.i != end {
-		err = s.errorf("labels end at %d, want %d", s.i, end)
-	}
-	return err
+	return nil
 }
 
-// lastKey returns the key object() just read, as a slice of region when it had no escapes.
-func (s *skimmer) lastKey(start int, region string) string {
-	if s.keyDecoded != nil {
-		return string(s.keyDecoded)
-	}
-	return region[s.keyStart-start : s.keyEnd-start]
+// span is where a string's contents lie in the body, and its unescaped bytes when it had
+// escapes.
+type span struct {
+	start, end int
+	decoded    []byte
 }
 
 // member reads one string member of a small object ({"group":"","version":"v1","kind":"Node"}).
@@ -310,12 +302,9 @@ func (s *skimmer) stringToken() (start int, decoded []byte, err error) {
 		return 0, nil, err
 	}
 	s.i = end + 1
-	escaped := false
-	for _, c := range s.b[start:end] {
-		if c < 0x20 {
-			return 0, nil, s.errorf("control character in string")
-		}
-		escaped = escaped || c == '\\'
+	escaped, control := scanString(s.b[start:end])
+	if control {
+		return 0, nil, s.errorf("control character in string")
 	}
 	if !escaped {
 		return start, nil, nil
@@ -325,6 +314,29 @@ func (s *skimmer) stringToken() (start int, decoded []byte, err error) {
 		return 0, nil, s.errorf("bad string: %v", err)
 	}
 	return start, []byte(v), nil
+}
+
+// scanString reports whether b holds a backslash or a control character. It reads eight
+// bytes at a time, with the classic bit tests for a byte below 0x20 and for a byte equal to
+// '\\' in a word (exact about whether there is one, which is all it asks); only a word they
+// flag, and what follows it, is looked at byte by byte.
+func scanString(b []byte) (escaped, control bool) {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for len(b) >= 8 {
+		x := binary.LittleEndian.Uint64(b)
+		y := x ^ (ones * '\\')
+		if ((x-ones*0x20)&^x|(y-ones)&^y)&highs != 0 {
+			break
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c < 0x20 {
+			return escaped, true
+		}
+		escaped = escaped || c == '\\'
+	}
+	return escaped, false
 }
 
 // rawString reads a string and returns its bytes; without escapes they alias the body.
@@ -392,50 +404,57 @@ func (s *skimmer) stringEnd(i int) (int, error) {
 	}
 }
 
-// skip jumps over one value of any kind.
+// skip jumps over one value of any kind. Inside an object or array it stops only at quotes
+// and brackets: strings are jumped over whole, and the commas, colons and scalars between
+// them are passed by without a look, as nothing in a skipped value is read.
 func (s *skimmer) skip() error {
-	depth := 0
-	for {
-		if s.i >= len(s.b) {
-			return errTruncated
+	if s.i >= len(s.b) {
+		return errTruncated
+	}
+	switch c := s.b[s.i]; c {
+	case '"':
+		end, err := s.stringEnd(s.i + 1)
+		if err != nil {
+			return err
 		}
-		c := s.b[s.i]
-		switch c {
+		s.i = end + 1
+		return nil
+	case '{', '[':
+	case '}', ']':
+		return s.errorf("unexpected %q", c)
+	default:
+		// A number or a literal: up to the next delimiter.
+		start := s.i
+		for s.i < len(s.b) && !isDelimiter(s.b[s.i]) {
+			s.i++
+		}
+		if !validScalar(s.b[start:s.i]) {
+			return s.errorf("bad value %q", s.b[start:s.i])
+		}
+		return nil
+	}
+	depth := 0
+	for i := s.i; i < len(s.b); i++ {
+		switch s.b[i] {
 		case '"':
-			end, err := s.stringEnd(s.i + 1)
+			end, err := s.stringEnd(i + 1)
 			if err != nil {
 				return err
 			}
-			s.i = end + 1
+			i = end
 		case '{', '[':
 			if depth++; depth > maxDepth {
+				s.i = i
 				return s.errorf("nested too deeply")
 			}
-			s.i++
-			continue
 		case '}', ']':
-			if depth == 0 {
-				return s.errorf("unexpected %q", c)
+			if depth--; depth == 0 {
+				s.i = i + 1
+				return nil
 			}
-			depth--
-			s.i++
-		case ' ', '\t', '\n', '\r', ',', ':':
-			s.i++
-			continue
-		default:
-			// A number or a literal: up to the next delimiter.
-			start := s.i
-			for s.i < len(s.b) && !isDelimiter(s.b[s.i]) {
-				s.i++
-			}
-			if !validScalar(s.b[start:s.i]) {
-				return s.errorf("bad value %q", s.b[start:s.i])
-			}
-		}
-		if depth == 0 {
-			return nil
 		}
 	}
+	return errTruncated
 }
 
 func isDelimiter(c byte) bool {

@@ -1,6 +1,7 @@
 package review
 
 import (
+	"bytes"
 	"fmt"
 	"reflect"
 	"strings"
@@ -200,4 +201,33 @@ func FuzzSkim(f *testing.F) {
 			t.Fatalf("the skimmer and the strict decoder read %.200q differently", body)
 		}
 	})
+}
+
+// TestScanString holds the word-at-a-time test to a byte loop: every byte value, at every
+// position of strings of every length up to three words.
+func TestScanString(t *testing.T) {
+	naive := func(b []byte) (escaped, control bool) {
+		for _, c := range b {
+			if c < 0x20 {
+				return escaped, true
+			}
+			escaped = escaped || c == '\\'
+		}
+		return escaped, false
+	}
+	for n := 1; n <= 24; n++ {
+		for pos := 0; pos < n; pos++ {
+			for c := 0; c < 256; c++ {
+				for _, fill := range []byte{'a', 0xff, ' ', 0x80} {
+					b := bytes.Repeat([]byte{fill}, n)
+					b[pos] = byte(c)
+					ge, gc := scanString(b)
+					we, wc := naive(b)
+					if gc != wc || (!wc && ge != we) {
+						t.Fatalf("scanString(%q) = %v, %v; want %v, %v", b, ge, gc, we, wc)
+					}
+				}
+			}
+		}
+	}
 }
