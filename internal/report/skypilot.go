@@ -36,7 +36,20 @@ func SkyPilotNode(n *corev1.Node, d *admit.Decision, customKey string) skypilot.
 		Capacity: counts(n.Status.Capacity, customKey), Allocatable: counts(n.Status.Allocatable, customKey),
 		GPU: d.Inference.GPU(), Accelerator: d.Inference.Kind == gpuinfo.KindAccelerator, Value: d.Value,
 		DRAGPUs: d.Inference.DeviceCount, DRADrivers: d.Inference.DeviceDrivers,
+		Partial: partial(n.Status.Allocatable),
 	}
+}
+
+// partial lists the GPU resources a node has some of whose units are not whole GPUs.
+func partial(l corev1.ResourceList) []string {
+	var out []string
+	for k, q := range l {
+		if r, ok := gpuinfo.LookupResource(string(k)); ok && r.Type != gpuinfo.ResourceGPU && r.Type != gpuinfo.ResourceAccelerator && q.Sign() > 0 {
+			out = append(out, string(k))
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // counts reads the resources the analysis reads as whole numbers without materialising huge

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -134,5 +135,26 @@ func TestCount(t *testing.T) {
 		if got := count(resource.MustParse(in)); got != want {
 			t.Errorf("count(%s) = %d, want %d", in, got, want)
 		}
+	}
+}
+
+// A MIG node under the mixed strategy reports slices, never nvidia.com/gpu: the cluster
+// finding says why SkyPilot shows no GPUs there and how to make them count, not to wait.
+func TestSlicesOnlyNode(t *testing.T) {
+	_, c := check(
+		withGPUs(testnode.Bare("a", map[string]string{admit.DefaultLabelKey: "h100"}), "nvidia.com/gpu", "8"),
+		withGPUs(testnode.Bare("b", map[string]string{"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/mig.strategy": "mixed"}), "nvidia.com/mig-1g.10gb", "7"),
+	)
+	var got *skypilot.Finding
+	for i, f := range c.Findings {
+		if f.Reason == skypilot.ReasonNotReported {
+			t.Errorf("told to wait for the device plugin: %+v", f)
+		}
+		if f.Reason == skypilot.ReasonPartialOnly {
+			got = &c.Findings[i]
+		}
+	}
+	if got == nil || !slices.Equal(got.Nodes, []string{"b"}) || !strings.Contains(got.Message, "b (nvidia.com/mig-1g.10gb)") || !strings.Contains(got.Fix, "mig.strategy=single") {
+		t.Fatalf("got %+v", c.Findings)
 	}
 }

@@ -24,6 +24,9 @@ type Node struct {
 	// Allocation), and DRADrivers the drivers that publish them.
 	DRAGPUs    int64
 	DRADrivers []string
+	// Partial are the node's GPU resources whose units are not whole GPUs (MIG slices,
+	// partitions, shared replicas, memory or compute shares), which SkyPilot does not count.
+	Partial []string
 }
 
 // Options are what the analysis cannot read from the nodes.
@@ -68,6 +71,7 @@ const (
 	ReasonMixedResources  Reason = "MixedGPUResources"
 	ReasonTPUHidden       Reason = "TPUNotRequestable"
 	ReasonNotReported     Reason = "GPUsNotReported"
+	ReasonPartialOnly     Reason = "GPUsAsSlicesOnly"
 	ReasonDRAManaged      Reason = "GPUsManagedByDRA"
 )
 
@@ -353,7 +357,7 @@ func (a *analysis) resources() {
 	if len(gpuNodes) == 0 {
 		return
 	}
-	var mixed, unreported, dra []*Node
+	var mixed, unreported, dra, partial []*Node
 	others := map[string]bool{}
 	for _, n := range gpuNodes {
 		if n.Allocatable[a.GPUResource] > 0 || hasKey(n.Capacity, a.GPUResource) {
@@ -368,6 +372,8 @@ func (a *analysis) resources() {
 			others[k] = true
 		case n.DRAGPUs > 0:
 			dra = append(dra, n)
+		case len(n.Partial) > 0:
+			partial = append(partial, n) // no device plugin is to be waited for: this one reports slices
 		default:
 			unreported = append(unreported, n)
 		}
@@ -414,6 +420,22 @@ func (a *analysis) resources() {
 			Fix: fmt.Sprintf("none until SkyPilot reads ResourceSlices (%s); until then, run SkyPilot's GPU jobs on nodes whose device plugin reports %s", DRAUpstream, a.GPUResource),
 		})
 	}
+	if len(partial) > 0 {
+		var what []string
+		res := map[string]bool{}
+		for _, n := range partial {
+			what = append(what, fmt.Sprintf("%s (%s)", n.Name, strings.Join(n.Partial, ", ")))
+			for _, r := range n.Partial {
+				res[r] = true
+			}
+		}
+		a.add(Finding{
+			Severity: Advisory, Reason: ReasonPartialOnly, Nodes: names(partial),
+			Message: fmt.Sprintf("SkyPilot counts GPUs by %s in each node's allocatable resources; these nodes report their GPUs only as MIG slices, partitions or shares, which it does not count, so it shows 0 GPUs on them and places no GPU request there: %s",
+				a.GPUResource, strings.Join(what, ", ")),
+			Fix: partialFix(sortedKeys(res), a.GPUResource),
+		})
+	}
 	if len(unreported) > 0 && reported {
 		a.add(Finding{
 			Severity: Advisory, Reason: ReasonNotReported, Nodes: names(unreported),
@@ -422,6 +444,20 @@ func (a *analysis) resources() {
 			Fix: fmt.Sprintf("wait for the device plugin to report %s, or check it: kubectl describe node %s", a.GPUResource, unreported[0].Name),
 		})
 	}
+}
+
+// partialFix says how to make such GPUs count: the device plugins' own ways of reporting
+// slices and replicas under the resource SkyPilot counts, or its custom resource key.
+func partialFix(res []string, counted string) string {
+	var fixes []string
+	if slices.ContainsFunc(res, func(r string) bool { return strings.HasPrefix(r, "nvidia.com/mig-") }) {
+		fixes = append(fixes, "run NVIDIA's device plugin with the MIG strategy single (the GPU operator's mig.strategy=single), so that each MIG instance is reported as nvidia.com/gpu")
+	}
+	if slices.ContainsFunc(res, func(r string) bool { return strings.HasPrefix(r, "nvidia.com/gpu.") }) {
+		fixes = append(fixes, "set renameByDefault: false in the device plugin's sharing config, so that shared replicas are reported as nvidia.com/gpu")
+	}
+	fixes = append(fixes, fmt.Sprintf("set %s=%s where SkyPilot runs, if every GPU node of the cluster reports it (SkyPilot then counts that resource instead of %s)", CustomKeyEnvVar, res[0], counted))
+	return strings.Join(fixes, "; or ")
 }
 
 // tpus: SkyPilot requests TPUs only through GKE's scheme (cloud.google.com/gke-tpu-accelerator);

@@ -137,6 +137,16 @@ func TestAnalyze(t *testing.T) {
 			scheme: "SkyPilot", resource: ResourceNVIDIA,
 			want: map[Reason][]string{ReasonNotReported: {"b-new"}},
 		},
+		"MIG slices and shared replicas are not waited for: SkyPilot never counts them": {
+			nodes: []Node{
+				gpu("a-sky", "h100", sky("h100")),
+				{Name: "b-mig", GPU: true, Value: "a100-80gb", Labels: sky("a100-80gb"), Partial: []string{"nvidia.com/mig-1g.10gb", "nvidia.com/mig-3g.40gb"}},
+				{Name: "c-shared", GPU: true, Value: "l4", Labels: sky("l4"), Partial: []string{"nvidia.com/gpu.shared"}},
+				{Name: "d-new", GPU: true, Value: "l4", Labels: sky("l4")},
+			},
+			scheme: "SkyPilot", resource: ResourceNVIDIA,
+			want: map[Reason][]string{ReasonPartialOnly: {"b-mig", "c-shared"}, ReasonNotReported: {"d-new"}},
+		},
 		"when no node reports GPUs at all, every request fails": {
 			nodes:  []Node{{Name: "a", GPU: true, Value: "h100", Labels: sky("h100")}, {Name: "b", GPU: true, Value: "l4", Labels: sky("l4")}},
 			scheme: "SkyPilot", resource: ResourceNVIDIA,
