@@ -32,12 +32,14 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/certs"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/review"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/server"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/testnode"
 	"github.com/gpu-label-webhook/gpu-label-webhook/test/e2e/env"
 )
 
@@ -119,6 +121,51 @@ func tablesCost(r results) {
 	r["tables_alloc_bytes"] = after.TotalAlloc - before.TotalAlloc
 	r["tables_models"] = len(kb.Models())
 	r["tables_instance_types"] = len(kb.InstanceTypes())
+
+	// The generic readers' cost, in this run: the same tables with and without labels.tsv's
+	// generic rows, parsed (the faster of five) and asked about a kubelet-sized GPU node.
+	with := gpuinfo.EmbeddedTables()
+	without := with
+	var kept [][]byte
+	for _, line := range bytes.SplitAfter(with.Labels, []byte("\n")) {
+		if f := bytes.Split(line, []byte("\t")); len(f) > 2 && string(f[2]) == "contains" && line[0] != '#' {
+			continue
+		}
+		kept = append(kept, line)
+	}
+	without.Labels = bytes.Join(kept, nil)
+	node := testnode.Realistic("ip-10-0-12-34.ec2.internal", "p4d.24xlarge", 8)
+	in := gpuinfo.Node{Labels: node.Labels, Capacity: map[string]resource.Quantity{}}
+	for k, q := range node.Status.Capacity {
+		in.Capacity[string(k)] = q
+	}
+	cost := map[string]float64{}
+	for name, t := range map[string]gpuinfo.Tables{"with": with, "without": without} {
+		var kb *gpuinfo.KB
+		parse := time.Duration(0)
+		for i := 0; i < 5; i++ {
+			start := time.Now()
+			k, err := gpuinfo.Parse(t)
+			if d := time.Since(start); err == nil && (i == 0 || d < parse) {
+				parse, kb = d, k
+			}
+		}
+		if kb == nil {
+			panic("the embedded tables without their generic rows do not parse")
+		}
+		if kb.Infer(in).Value() != "a100" {
+			panic("the bench node is not an A100 node")
+		}
+		res := testing.Benchmark(func(b *testing.B) {
+			for b.Loop() {
+				kb.Infer(in)
+			}
+		})
+		cost[name] = float64(res.NsPerOp())
+		r["tables_parse_us_"+name+"_generic"] = parse.Microseconds()
+		r["infer_ns_"+name+"_generic"] = res.NsPerOp()
+	}
+	r["infer_ratio_with_vs_without_generic"] = round(cost["with"] / cost["without"])
 }
 
 // handlerCost runs each handler benchmark three times and keeps the fastest run of each.
@@ -448,6 +495,8 @@ func printTable(r results) {
 		{"  p99 us ours / null", fmt.Sprintf("%v / %v", r["p99_us"], r["null_p99_us"]), ""},
 		{"server RSS KiB start / after warm-up / end", fmt.Sprintf("%v / %v / %v", r["rss_start_kib"], r["rss_after_warmup_kib"], r["rss_end_kib"]), "flat"},
 		{"GPU tables: start-up us, bytes allocated", fmt.Sprintf("%v, %v", r["tables_startup_us"], r["tables_alloc_bytes"]), ""},
+		{"  parse us with / without the generic rows", fmt.Sprintf("%v / %v", r["tables_parse_us_with_generic"], r["tables_parse_us_without_generic"]), ""},
+		{"  Infer ns a node with / without them, ratio", fmt.Sprintf("%v / %v, %v", r["infer_ns_with_generic"], r["infer_ns_without_generic"], r["infer_ratio_with_vs_without_generic"]), ""},
 		{"apiserver: 2,000 GPU node creates, time ratio with/without", fmt.Sprint(r["apiserver_create_time_ratio"]), "target <= 1.15"},
 		{"  seconds with / without", fmt.Sprintf("%v / %v", r["apiserver_create_seconds_with"], r["apiserver_create_seconds_without"]), ""},
 		{"  ratio labeling, Events off", fmt.Sprint(r["apiserver_create_time_ratio_label_no_events"]), ""},
