@@ -17,6 +17,11 @@ const SourceMIGProfile Source = "mig-profile"
 // LabelMIGConfig is the MIG layout the GPU operator's MIG manager applies (all-1g.5gb).
 const LabelMIGConfig = "nvidia.com/mig.config"
 
+// MIGConfigPattern matches the values of LabelMIGConfig that readMIG reads as a MIG profile
+// (all-1g.10gb), for the webhook's matchConditions (RE2); TestMIGConfigPattern holds it to
+// readMIG.
+const MIGConfigPattern = `^all-[0-9]{1,4}g\.[0-9]{1,4}gb$`
+
 //go:embed data/mig_profiles.tsv
 var migProfilesTSV []byte
 

@@ -1,6 +1,7 @@
 package gpuinfo
 
 import (
+	"regexp"
 	"slices"
 	"testing"
 )
@@ -127,5 +128,23 @@ func TestMIGOnlyNodes(t *testing.T) {
 	in := Default().Infer(Node{Labels: labels(LabelGFDProduct, "NVIDIA-H100-80GB-HBM3", LabelMIGConfig, "all-1g.5gb")})
 	if len(in.Conflicts) != 1 || in.Conflicts[0].Source != SourceMIGProfile {
 		t.Errorf("an H100 with A100 profiles: conflicts %+v", in.Conflicts)
+	}
+}
+
+// The matchConditions' pattern for GFD's mig.config accepts exactly the values readMIG reads:
+// every profile of the tables as all-<profile>, and none of the other configs.
+func TestMIGConfigPattern(t *testing.T) {
+	kb := Default()
+	values := []string{"all-disabled", "all-balanced", "all-enabled", "all-1g.10gb+me", "all-1g.10gb.me", "all-", "all-1g.", "all-g.5gb",
+		"all-12345g.5gb", "1g.5gb", "custom-config", "all-1g.5gb ", "ALL-1g.5gb", "all-1g.5GB", "all-2g.12345gb", "all-7g.80gb"}
+	for p := range kb.mig {
+		values = append(values, "all-"+p)
+	}
+	re := regexp.MustCompile(MIGConfigPattern)
+	for _, v := range values {
+		in := kb.Infer(Node{Labels: map[string]string{LabelMIGConfig: v}})
+		if got, want := re.MatchString(v), in.GPU(); got != want {
+			t.Errorf("%q: pattern %v, inference shows a GPU %v", v, got, want)
+		}
 	}
 }

@@ -50,6 +50,7 @@ func celGPULabels() string {
 	}
 	tests = append(tests, fmt.Sprintf("(k.startsWith(%s) && k.matches(%s))", quote(nfdPrefix), rawQuote(kb.NFDGPUPattern())))
 	tests = append(tests, celGenericLabel(kb))
+	tests = append(tests, fmt.Sprintf("(k == %s && object.metadata.labels[k].matches(%s))", quote(gpuinfo.LabelMIGConfig), rawQuote(gpuinfo.MIGConfigPattern)))
 	return fmt.Sprintf("object.metadata.labels.exists(k, %s)", strings.Join(tests, " || "))
 }
 

@@ -116,6 +116,7 @@ func TestGPUEvidenceCondition(t *testing.T) {
 		"Akash's model key":      "metadata: {labels: {akash.network/capabilities.gpu.vendor.nvidia.model.h100.ram.80Gi: '8'}}",
 		"AMD's NFD rule label":   "metadata: {labels: {feature.node.kubernetes.io/amd-vgpu: 'true'}}",
 		"Intel's product":        "metadata: {labels: {gpu.intel.com/product: Flex_170}}",
+		"MIG manager's config":   "metadata: {labels: {nvidia.com/mig.config: all-1g.5gb}}",
 	}
 	for name, y := range yes {
 		if !eval(t, p, node(y), nil, "CREATE") {
@@ -133,6 +134,8 @@ func TestGPUEvidenceCondition(t *testing.T) {
 		"GKE's TPU labels":             "metadata: {labels: {cloud.google.com/gke-tpu-accelerator: tpu-v5-lite-podslice}}",
 		"Karpenter's GPU manufacturer": "metadata: {labels: {karpenter.k8s.aws/instance-gpu-manufacturer: nvidia}}",
 		"GFD's deploy label":           "metadata: {labels: {nvidia.com/gpu.deploy.driver: 'false'}}",
+		"MIG disabled":                 "metadata: {labels: {nvidia.com/mig.config: all-disabled}}",
+		"a custom MIG config":          "metadata: {labels: {nvidia.com/mig.config: custom-config}}",
 	}
 	for name, y := range no {
 		if eval(t, p, node(y), nil, "CREATE") {

@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/admit"
+	"github.com/gpu-label-webhook/gpu-label-webhook/internal/gpuinfo"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/manifests"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/review"
 	"github.com/gpu-label-webhook/gpu-label-webhook/internal/testnode"
@@ -195,6 +196,18 @@ func TestOptInLabelsOnCreate(t *testing.T) {
 	}
 	if v, _ := label(t, cs, "optin-p4d"); v != "a100" {
 		t.Errorf("persisted label %q", v)
+	}
+	// The least trusted evidence still reaches the webhook through the matchConditions: the
+	// MIG manager's config alone, whose profile only the A100 40 GB offers.
+	created, err = cs.CoreV1().Nodes().Create(ctx, node("optin-mig-config", map[string]string{gpuinfo.LabelMIGConfig: "all-1g.5gb"}), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.Labels[admit.DefaultLabelKey] != "a100" {
+		t.Errorf("a node with only mig.config=all-1g.5gb: labels %v", created.Labels)
+	}
+	if err := cs.CoreV1().Nodes().Delete(ctx, created.Name, metav1.DeleteOptions{}); err != nil {
+		t.Error(err)
 	}
 }
 
