@@ -102,22 +102,29 @@ func TestMIGOnlyNodes(t *testing.T) {
 		gpu   bool
 	}{
 		// NVIDIA/k8s-device-plugin README.md (MIG strategy mixed) on an A100 40GB
-		"mixed strategy, A100 40GB profiles": {Node{Capacity: caps("nvidia.com/mig-1g.5gb", "7")}, "A100", true},
-		"A100 40GB, two profiles":            {Node{Capacity: caps("nvidia.com/mig-3g.20gb", "1", "nvidia.com/mig-2g.10gb", "2")}, "A100", true},
-		"A100 80GB or H100: unknown":         {Node{Capacity: caps("nvidia.com/mig-1g.10gb", "7")}, "", true},
-		"1g.10gb: three models":              {Node{Capacity: caps("nvidia.com/mig-1g.10gb", "2", "nvidia.com/mig-3g.40gb", "1")}, "", true},
-		"H200":                               {Node{Capacity: caps("nvidia.com/mig-1g.18gb", "7")}, "H200", true},
-		"A30":                                {Node{Capacity: caps("nvidia.com/mig-1g.6gb", "4")}, "A30", true},
-		"1g.24gb: H100 NVL or RTX PRO 6000":  {Node{Capacity: caps("nvidia.com/mig-1g.24gb", "4")}, "", true},
-		"a profile no table lists":           {Node{Capacity: caps("nvidia.com/mig-1g.23gb", "7")}, "", true},
-		"media extensions":                   {Node{Capacity: caps("nvidia.com/mig-1g.5gb.me", "1")}, "A100", true},
+		// (the A800 40GB offers the same profiles: mig-parted's configs for them)
+		"mixed strategy, A100 40GB profiles: or an A800": {Node{Capacity: caps("nvidia.com/mig-1g.5gb", "7")}, "", true},
+		"A100 40GB, two profiles: or an A800":            {Node{Capacity: caps("nvidia.com/mig-3g.20gb", "1", "nvidia.com/mig-2g.10gb", "2")}, "", true},
+		"A100 80GB or H100: unknown":                     {Node{Capacity: caps("nvidia.com/mig-1g.10gb", "7")}, "", true},
+		"1g.10gb: three models":                          {Node{Capacity: caps("nvidia.com/mig-1g.10gb", "2", "nvidia.com/mig-3g.40gb", "1")}, "", true},
+		"1g.18gb: H200 or GH200 144G":                    {Node{Capacity: caps("nvidia.com/mig-1g.18gb", "7")}, "", true},
+		"H200, two profiles":                             {Node{Capacity: caps("nvidia.com/mig-1g.18gb", "2", "nvidia.com/mig-2g.35gb", "1")}, "H200", true},
+		"1g.12gb: H100 NVL, H800 NVL, GH200 or H20":      {Node{Capacity: caps("nvidia.com/mig-1g.12gb", "7")}, "", true},
+		"B200":                              {Node{Capacity: caps("nvidia.com/mig-1g.45gb", "4")}, "B200", true},
+		"1g.23gb: B200 or GB200":            {Node{Capacity: caps("nvidia.com/mig-1g.23gb", "7")}, "", true},
+		"B300, balanced":                    {Node{Capacity: caps("nvidia.com/mig-1g.34gb", "2", "nvidia.com/mig-2g.67gb", "1", "nvidia.com/mig-3g.135gb", "1")}, "B300", true},
+		"A30":                               {Node{Capacity: caps("nvidia.com/mig-1g.6gb", "4")}, "A30", true},
+		"1g.24gb: H100 NVL or RTX PRO 6000": {Node{Capacity: caps("nvidia.com/mig-1g.24gb", "4")}, "", true},
+		"a profile no source attributes":    {Node{Capacity: caps("nvidia.com/mig-7g.278gb", "1")}, "", true},
+		"media extensions":                  {Node{Capacity: caps("nvidia.com/mig-1g.6gb.me", "1")}, "A30", true},
 		// GPU operator docs (GPU Operator with MIG): the MIG manager's mig.config, with GFD's
 		// family and memory labels and no product
-		"mig.config all-1g.5gb on Ampere 40GB": {Node{Labels: labels(LabelMIGConfig, "all-1g.5gb", "nvidia.com/gpu.family", "ampere", LabelGFDMemory, "4864")}, "A100", true},
-		"mig.config all-1g.10gb":               {Node{Labels: labels(LabelMIGConfig, "all-1g.10gb", "nvidia.com/gpu.family", "ampere")}, "", true},
-		"mig.config all-balanced":              {Node{Labels: labels(LabelMIGConfig, "all-balanced", "nvidia.com/gpu.family", "hopper")}, "", true},
-		"mig.config all-disabled alone":        {Node{Labels: labels(LabelMIGConfig, "all-disabled")}, "", false},
-		"the product wins over the profile":    {Node{Labels: labels(LabelGFDProduct, "NVIDIA-H100-80GB-HBM3", LabelMIGConfig, "all-1g.5gb")}, "H100", true},
+		"mig.config all-1g.5gb on Ampere 40GB: A100 or A800": {Node{Labels: labels(LabelMIGConfig, "all-1g.5gb", "nvidia.com/gpu.family", "ampere", LabelGFDMemory, "4864")}, "", true},
+		"mig.config all-1g.6gb on Ampere 24GB":               {Node{Labels: labels(LabelMIGConfig, "all-1g.6gb", "nvidia.com/gpu.family", "ampere", LabelGFDMemory, "5952")}, "A30", true},
+		"mig.config all-1g.10gb":                             {Node{Labels: labels(LabelMIGConfig, "all-1g.10gb", "nvidia.com/gpu.family", "ampere")}, "", true},
+		"mig.config all-balanced":                            {Node{Labels: labels(LabelMIGConfig, "all-balanced", "nvidia.com/gpu.family", "hopper")}, "", true},
+		"mig.config all-disabled alone":                      {Node{Labels: labels(LabelMIGConfig, "all-disabled")}, "", false},
+		"the product wins over the profile":                  {Node{Labels: labels(LabelGFDProduct, "NVIDIA-H100-80GB-HBM3", LabelMIGConfig, "all-1g.5gb")}, "H100", true},
 	}
 	for name, tc := range tests {
 		in := Default().Infer(tc.node)
@@ -125,9 +132,9 @@ func TestMIGOnlyNodes(t *testing.T) {
 			t.Errorf("%s: model %q gpu %v, want %q %v (evidence %+v)", name, in.Value(), in.GPU(), tc.model, tc.gpu, in.Evidence)
 		}
 	}
-	in := Default().Infer(Node{Labels: labels(LabelGFDProduct, "NVIDIA-H100-80GB-HBM3", LabelMIGConfig, "all-1g.5gb")})
+	in := Default().Infer(Node{Labels: labels(LabelGFDProduct, "NVIDIA-H100-80GB-HBM3", LabelMIGConfig, "all-1g.6gb")})
 	if len(in.Conflicts) != 1 || in.Conflicts[0].Source != SourceMIGProfile {
-		t.Errorf("an H100 with A100 profiles: conflicts %+v", in.Conflicts)
+		t.Errorf("an H100 with A30 profiles: conflicts %+v", in.Conflicts)
 	}
 }
 

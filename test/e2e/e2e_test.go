@@ -198,13 +198,13 @@ func TestOptInLabelsOnCreate(t *testing.T) {
 		t.Errorf("persisted label %q", v)
 	}
 	// The least trusted evidence still reaches the webhook through the matchConditions: the
-	// MIG manager's config alone, whose profile only the A100 40 GB offers.
-	created, err = cs.CoreV1().Nodes().Create(ctx, node("optin-mig-config", map[string]string{gpuinfo.LabelMIGConfig: "all-1g.5gb"}), metav1.CreateOptions{})
+	// MIG manager's config alone, whose profile only the A30 offers.
+	created, err = cs.CoreV1().Nodes().Create(ctx, node("optin-mig-config", map[string]string{gpuinfo.LabelMIGConfig: "all-1g.6gb"}), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if created.Labels[admit.DefaultLabelKey] != "a100" {
-		t.Errorf("a node with only mig.config=all-1g.5gb: labels %v", created.Labels)
+	if created.Labels[admit.DefaultLabelKey] != "a30" {
+		t.Errorf("a node with only mig.config=all-1g.6gb: labels %v", created.Labels)
 	}
 	if err := cs.CoreV1().Nodes().Delete(ctx, created.Name, metav1.DeleteOptions{}); err != nil {
 		t.Error(err)
