@@ -334,6 +334,13 @@ func churn(ctx context.Context, cluster *env.Stack, cs kubernetes.Interface, lab
 		return err
 	}
 	hook := cluster.Hook
+	// counts reads the webhook's calls and the apiserver's match-condition exclusions.
+	counts := func() (calls, exclusions float64, err error) {
+		if calls, err = hook.Metric("gpu_label_webhook_requests_total"); err == nil {
+			exclusions, err = apiserverMetric(cs, "apiserver_admission_match_condition_exclusions_total")
+		}
+		return calls, exclusions, err
+	}
 	exes := []string{"kube-apiserver", "etcd", "webhook"}
 	cpu := map[string]map[string]float64{}
 	calls := map[string]float64{}
@@ -350,11 +357,7 @@ func churn(ctx context.Context, cluster *env.Stack, cs kubernetes.Interface, lab
 		if err != nil {
 			return err
 		}
-		callsBefore, err := hook.Metric("gpu_label_webhook_requests_total")
-		if err != nil {
-			return err
-		}
-		exclBefore, err := apiserverMetric(cs, "apiserver_admission_match_condition_exclusions_total")
+		callsBefore, exclBefore, err := counts()
 		if err != nil {
 			return err
 		}
@@ -373,11 +376,7 @@ func churn(ctx context.Context, cluster *env.Stack, cs kubernetes.Interface, lab
 		}
 		beat++
 		after := cpuSeconds(nil, exes...)
-		callsAfter, err := hook.Metric("gpu_label_webhook_requests_total")
-		if err != nil {
-			return err
-		}
-		exclAfter, err := apiserverMetric(cs, "apiserver_admission_match_condition_exclusions_total")
+		callsAfter, exclAfter, err := counts()
 		if err != nil {
 			return err
 		}
