@@ -135,7 +135,7 @@ func (kb *KB) Infer(n Node) Inference {
 		// Some device plugins and node images leave capacity out of a status patch.
 		in.readCapacity(n.Allocatable)
 	}
-	if r := resources.lookup(in.Resource); r != nil && r.Match == "model" {
+	if r := resources.lookup(in.Resource); r != nil && IsNamedResource(r) {
 		in.add(SourceResource, "status.capacity", in.Resource, kb.matchProduct(in.Resource[len(r.Name):]), true)
 	}
 

@@ -3,6 +3,7 @@ package gpuinfo
 import (
 	_ "embed"
 	"fmt"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -89,18 +90,20 @@ func parseResources(data []byte) (*resourceTable, error) {
 			t.exact[r.Name] = r
 		case "prefix":
 			t.prefixes = append(t.prefixes, r)
-		case "model":
+		case "model", "vgpu":
 			if rest != "" {
-				return fmt.Errorf("%s: a model row is a domain and its slash", r.Name)
+				return fmt.Errorf("%s: a %s row is a domain and its slash", r.Name, r.Match)
 			}
 			t.models = append(t.models, r)
 		default:
-			return fmt.Errorf("%s: match %q is not exact, prefix or model", r.Name, r.Match)
+			return fmt.Errorf("%s: match %q is not exact, prefix, model or vgpu", r.Name, r.Match)
 		}
 		t.rows = append(t.rows, r)
 		return nil
 	})
 	sort.SliceStable(t.prefixes, func(i, j int) bool { return len(t.prefixes[i].Name) > len(t.prefixes[j].Name) })
+	// a vGPU type's name is a model name too: the vgpu rows are tried first
+	sort.SliceStable(t.models, func(i, j int) bool { return t.models[i].Match == "vgpu" && t.models[j].Match != "vgpu" })
 	return t, err
 }
 
@@ -118,12 +121,20 @@ func (t *resourceTable) lookup(name string) *Resource {
 		}
 	}
 	for _, r := range t.models {
-		if rest, ok := strings.CutPrefix(name, r.Name); ok && isModelName(rest) {
+		if rest, ok := strings.CutPrefix(name, r.Name); ok && isModelName(rest) && (r.Match != "vgpu" || vgpuProfile.MatchString(rest)) {
 			return r
 		}
 	}
 	return nil
 }
+
+// vgpuProfile matches the end of a vGPU type's name: '-', the frame buffer in GB (after the
+// MIG slice for a MIG-backed type) and the profile's letter: -16Q, -1-18C.
+var vgpuProfile = regexp.MustCompile(`-[0-9]+(-[0-9]+)?[A-Z]$`)
+
+// IsNamedResource says a capacity resource name is read for the model it names (a model or
+// vgpu row of resources.tsv).
+func IsNamedResource(r *Resource) bool { return r.Match == "model" || r.Match == "vgpu" }
 
 // isModelName says the rest of a resource name names a device model as NVIDIA's KubeVirt
 // plugin writes it: upper-case letters and digits up to a '_' (GA100_A100_SXM4_40GB).

@@ -18,12 +18,14 @@ func TestResourceRows(t *testing.T) {
 			name += "x"
 		case "model":
 			name += "GA100_A100_SXM4_40GB"
+		case "vgpu":
+			name += "GRID_T4-16Q"
 		}
 		got, ok := LookupResource(name)
 		if !ok || got != r {
 			t.Errorf("%s (%s row %s): looks up %+v", name, r.Match, r.Name, got)
 		}
-		if re.MatchString(name) != (r.Match == "model") {
+		if re.MatchString(name) != IsNamedResource(r) {
 			t.Errorf("%s: NamedResourcePattern %v, the row's match is %s", name, re.MatchString(name), r.Match)
 		}
 		if ResourceKind(name) != r.NodeKind() {
@@ -117,6 +119,16 @@ func TestResourceNodes(t *testing.T) {
 		"KubeVirt passthrough": {
 			capacity: map[string]string{"nvidia.com/GA100_A100_SXM4_40GB": "2"},
 			kind:     KindGPU, resource: "nvidia.com/GA100_A100_SXM4_40GB", typ: ResourceGPU, physical: 2},
+		"KubeVirt passthrough of a Tesla": {
+			capacity: map[string]string{"nvidia.com/TU104GL_TESLA_T4": "4"},
+			kind:     KindGPU, resource: "nvidia.com/TU104GL_TESLA_T4", typ: ResourceGPU, physical: 4},
+		// its vGPU types: vGPUs, several to a GPU, so no count of physical GPUs
+		"KubeVirt vGPU type": {
+			capacity: map[string]string{"nvidia.com/GRID_T4-16Q": "4"},
+			kind:     KindGPU, resource: "nvidia.com/GRID_T4-16Q", typ: ResourceReplica},
+		"KubeVirt MIG-backed vGPU type": {
+			capacity: map[string]string{"nvidia.com/NVIDIA_H200X-1-18C": "7"},
+			kind:     KindGPU, resource: "nvidia.com/NVIDIA_H200X-1-18C", typ: ResourceReplica},
 		// intel/intel-device-plugins-for-kubernetes cmd/gpu_plugin/README.md
 		"Intel i915": {
 			capacity: map[string]string{"gpu.intel.com/i915": "1"},
@@ -161,7 +173,7 @@ func TestResourceNodes(t *testing.T) {
 			if in.Kind != tc.kind || in.Resource != tc.resource || in.ResourceType != tc.typ || in.PhysicalCount() != tc.physical {
 				t.Errorf("kind %q resource %q type %q physical %d, want %q %q %q %d", in.Kind, in.Resource, in.ResourceType, in.PhysicalCount(), tc.kind, tc.resource, tc.typ, tc.physical)
 			}
-			if r, _ := LookupResource(tc.resource); in.Model != nil && r.Match != "model" {
+			if r, _ := LookupResource(tc.resource); in.Model != nil && !IsNamedResource(r) {
 				t.Errorf("a resource not named for its model names %s", in.Model.Name)
 			}
 		})

@@ -93,6 +93,8 @@ func RecognitionReference() string {
 			name += "*"
 		case "model":
 			name += "<MODEL>_*"
+		case "vgpu":
+			name += "<MODEL>_*-<PROFILE>"
 		}
 		if byType[r.Type] == nil {
 			types = append(types, r.Type)

@@ -340,6 +340,8 @@ func resourceSample(r *gpuinfo.Resource) string {
 		return r.Name + "x"
 	case "model":
 		return r.Name + "GA100_A100_SXM4_40GB"
+	case "vgpu":
+		return r.Name + "GRID_T4-16Q"
 	}
 	return r.Name
 }
