@@ -7,7 +7,7 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
-	"syscall"
+	"sync/atomic"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -134,20 +134,44 @@ func unlabel(kubectl, kubeconfig string) error {
 	return err
 }
 
-// timed runs a command, its output discarded, and returns its wall time and peak RSS.
+// timed runs a command, its output discarded, and returns its wall time and peak RSS. The
+// peak is the process's own VmHWM, read every 5 ms while it runs: the kernel's rusage figure
+// for a child starts from this process's high-water mark at the fork (os/exec forks with the
+// parent's memory shared until the exec), which after the apiserver part is hundreds of MB.
 func timed(name string, args ...string) (time.Duration, int64, error) {
 	var stderr bytes.Buffer
 	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
 	start := time.Now()
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		return 0, 0, err
+	}
+	var peak atomic.Int64
+	done := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for t := time.NewTicker(5 * time.Millisecond); ; {
+			if v := hwmKiB(cmd.Process.Pid); v > peak.Load() {
+				peak.Store(v)
+			}
+			select {
+			case <-done:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	err := cmd.Wait()
 	d := time.Since(start)
+	close(done)
+	<-sampled
 	if err != nil {
 		return 0, 0, fmt.Errorf("%s %v: %w: %.2000s", filepath.Base(name), args[:min(3, len(args))], err, stderr.String())
 	}
-	var rss int64
-	if u, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		rss = u.Maxrss // KiB on Linux
-	}
-	return d, rss, nil
+	return d, peak.Load(), nil
 }
+
+// hwmKiB reads a process's peak resident set size, 0 once it has exited.
+func hwmKiB(pid int) int64 { return procStatusKiB(pid, "VmHWM:") }

@@ -282,13 +282,17 @@ func (p *proc) stop() {
 func (p *proc) rssKiB() int64 { return rssKiB(p.cmd.Process.Pid) }
 
 // rssKiB reads a process's resident set size.
-func rssKiB(pid int) int64 {
+func rssKiB(pid int) int64 { return procStatusKiB(pid, "VmRSS:") }
+
+// procStatusKiB reads one of the memory fields of /proc/PID/status, in KiB; 0 when the
+// process is gone.
+func procStatusKiB(pid int, field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
 			v, _ := strconv.ParseInt(f[1], 10, 64)
 			return v
 		}
