@@ -22,8 +22,9 @@ import (
 // That is most of a 15 KB node, and skipping it this way costs a fraction of decoding it.
 //
 // It checks the syntax of what it reads and the nesting of what it skips, not every byte it
-// skips (a scalar inside a skipped object is passed by unread): the apiserver's encoder never sends invalid JSON, and a body the skimmer cannot
-// follow is an error (HTTP 400), never a wrong answer. A differential fuzz test holds it to
+// skips (a scalar inside a skipped object is passed by unread): the apiserver's encoder never
+// sends invalid JSON, and a body the skimmer cannot follow is an error (HTTP 400), never a
+// wrong answer. A differential fuzz test holds it to
 // the strict decoder (decodeReviewStrict) on every body the strict decoder accepts.
 func skimReview(body []byte, review *reviewIn) error {
 	s := skimmer{b: body}

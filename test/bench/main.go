@@ -23,7 +23,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -371,11 +370,8 @@ func loadTest(addr string, pool *x509.CertPool, body []byte, conc int, d time.Du
 		}()
 	}
 	wg.Wait()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	res := loadResult{rps: float64(len(lat)) / d.Seconds(), failed: failed.Load()}
-	if len(lat) > 0 {
-		res.p50, res.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
-	}
+	res.p50, res.p99 = percentiles(lat)
 	return res
 }
 
